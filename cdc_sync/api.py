@@ -1,0 +1,89 @@
+"""The Python API: the same capabilities as the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from cdc_sync.config import SyncConfig, build_config
+from cdc_sync.destinations import dialect_for, open_destination
+from cdc_sync.errors import TableSyncError
+from cdc_sync.replicate import TableCallback, run_cycle
+from cdc_sync.report import CycleReport
+from cdc_sync.state import StateStore, Watermark
+
+
+def _config(source: str | URL | None, destination: str | URL | None, schema: str | None,
+            options: Mapping[str, Any]) -> SyncConfig:
+    return build_config(source=source, destination=destination, schema=schema, **options)
+
+
+def sync(
+    source: str | URL | None = None,
+    destination: str | URL | None = None,
+    schema: str | None = None,
+    *,
+    tables: Iterable[str] | None = None,
+    additional_tables: Iterable[str] | None = None,
+    raise_on_failure: bool = True,
+    on_table: TableCallback | None = None,
+    **options: Any,
+) -> CycleReport:
+    """Run one incremental cycle. ``tables=None`` → defaults, ``tables=[]`` → every table.
+
+    Options: ``deletes`` ("soft" | "hard" | "ignore"), ``table_deletes`` ({table: mode}), ``include_columns``
+    and ``hash_columns`` (["table.column"]), ``lookback_seconds``, ``allow_foreign_source``.
+    Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
+    """
+    config = _config(source, destination, schema,
+                     {"tables": tables, "additional_tables": additional_tables, **options})
+    report = run_cycle(config, on_table=on_table)
+    _raise_for_failures(report, raise_on_failure)
+    return report
+
+
+def resync(
+    source: str | URL | None = None,
+    destination: str | URL | None = None,
+    schema: str | None = None,
+    *,
+    tables: Iterable[str] | None = None,
+    additional_tables: Iterable[str] | None = None,
+    only: Iterable[str] | None = None,
+    raise_on_failure: bool = True,
+    on_table: TableCallback | None = None,
+    **options: Any,
+) -> CycleReport:
+    """Re-read the selected tables (or only those in ``only``) in full, atomically per table, and reset their
+    watermarks. Rows gone from the source are handled by the delete mode, so soft-deleted history is kept."""
+    config = _config(source, destination, schema,
+                     {"tables": tables, "additional_tables": additional_tables, **options})
+    report = run_cycle(config, resync=True, only_tables=only, on_table=on_table)
+    _raise_for_failures(report, raise_on_failure)
+    return report
+
+
+def status(destination: str | URL | None = None, schema: str | None = None) -> list[Watermark]:
+    """The watermark table of a mirror: one entry per table (empty if the schema was never synced)."""
+    config = build_config(source="sqlite://", destination=destination, schema=schema)
+    dialect_for(config.destination_url).validate_schema_name(config.schema)
+    with open_destination(config.destination_url) as connection:
+        store = StateStore(connection, config.schema)
+        if not store.exists():
+            return []
+        try:
+            return list(store.watermarks().values())
+        except Exception:
+            return []
+
+
+def _raise_for_failures(report: CycleReport, raise_on_failure: bool) -> None:
+    if raise_on_failure and not report.ok:
+        failed = report.failed
+        raise TableSyncError(
+            f"{len(failed)} table(s) failed ({', '.join(failed)}); the others were synced. First error: "
+            f"{next(iter(failed.values()))}",
+            failed,
+        )

@@ -1,0 +1,90 @@
+"""What cdc_sync knows about Airflow's own tables, across Airflow 2.10/2.11 and 3.x.
+
+Introspection tells what a table *is*; the catalog tells what its columns *mean*: which cursor is reliable, which
+key stays stable across retries, which columns hold secrets. Tables absent from the catalog are handled from
+introspection alone (primary key, full sync).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_TABLES: tuple[str, ...] = (
+    "ab_permission",
+    "ab_role",
+    "ab_user",
+    "dag",
+    "dag_run",
+    "dag_tag",
+    "import_error",
+    "job",
+    "task_fail",
+    "task_instance",
+)
+
+
+@dataclass(frozen=True)
+class TableKnowledge:
+    """Facts about one Airflow table that introspection cannot tell."""
+
+    # Candidate cursors in order of preference; the first one present in the table is used.
+    # A timestamp cursor is set by the application at flush time, so reads overlap and stop at the horizon.
+    cursors: tuple[str, ...] = ()
+    # Append-only tables: rows are inserted with an increasing id and never updated.
+    append_only_id: str | None = None
+    # Candidate merge keys in order of preference; the first whose columns all exist is used.
+    natural_keys: tuple[tuple[str, ...], ...] = ()
+    # Columns never copied unless the user opts in.
+    sensitive_columns: frozenset[str] = field(default_factory=frozenset)
+    # Personal data: copied by default, hashed on request.
+    personal_columns: frozenset[str] = field(default_factory=frozenset)
+    # The table legitimately becomes empty (so an empty read may delete every mirrored row).
+    may_become_empty: bool = False
+
+
+TABLES: dict[str, TableKnowledge] = {
+    # updated_at is bumped by the ORM on every change of these tables.
+    "dag_run": TableKnowledge(cursors=("updated_at",), natural_keys=(("dag_id", "run_id"),)),
+    # Airflow 3 gives task_instance a UUID id that changes on every retry or clear: the stable identity is the
+    # natural key, which is also Airflow 2's primary key.
+    "task_instance": TableKnowledge(
+        cursors=("updated_at",), natural_keys=(("dag_id", "task_id", "run_id", "map_index"),)
+    ),
+    "task_instance_history": TableKnowledge(cursors=("updated_at",)),
+    "dag_version": TableKnowledge(cursors=("last_updated",)),
+    "asset": TableKnowledge(cursors=("updated_at",)),
+    "asset_alias": TableKnowledge(),
+    "dataset": TableKnowledge(cursors=("updated_at",)),
+    "asset_event": TableKnowledge(append_only_id="id", may_become_empty=True),
+    "dataset_event": TableKnowledge(append_only_id="id", may_become_empty=True),
+    "log": TableKnowledge(append_only_id="id", may_become_empty=True),
+    # No reliable cursor: full sync (or a change detector on PostgreSQL).
+    "dag": TableKnowledge(),
+    "dag_tag": TableKnowledge(may_become_empty=True),
+    "job": TableKnowledge(may_become_empty=True),
+    "import_error": TableKnowledge(may_become_empty=True),
+    "task_fail": TableKnowledge(may_become_empty=True),
+    "dag_warning": TableKnowledge(may_become_empty=True),
+    "xcom": TableKnowledge(may_become_empty=True),
+    "trigger": TableKnowledge(sensitive_columns=frozenset({"kwargs"}), may_become_empty=True),
+    "callback_request": TableKnowledge(may_become_empty=True),
+    "ab_user": TableKnowledge(
+        sensitive_columns=frozenset({"password"}),
+        personal_columns=frozenset({"email", "first_name", "last_name", "username"}),
+    ),
+    "ab_register_user": TableKnowledge(
+        sensitive_columns=frozenset({"password"}),
+        personal_columns=frozenset({"email", "first_name", "last_name", "username"}),
+        may_become_empty=True,
+    ),
+    "connection": TableKnowledge(sensitive_columns=frozenset({"password", "extra"}), may_become_empty=True),
+    "variable": TableKnowledge(sensitive_columns=frozenset({"val"}), may_become_empty=True),
+    "session": TableKnowledge(sensitive_columns=frozenset({"data"}), may_become_empty=True),
+}
+
+# Airflow's own bookkeeping that a mirror never needs.
+NEVER_MIRRORED: frozenset[str] = frozenset({"alembic_version", "alembic_version_fab"})
+
+
+def knowledge(table: str) -> TableKnowledge:
+    return TABLES.get(table, TableKnowledge())

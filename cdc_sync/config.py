@@ -1,0 +1,111 @@
+"""What a user asks for, validated before anything connects or writes."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy.engine import URL
+
+from cdc_sync.errors import ConfigError
+from cdc_sync.urls import engine_of, parse_url
+
+DeleteMode = Literal["soft", "hard", "ignore"]
+DELETE_MODES: tuple[str, ...] = ("soft", "hard", "ignore")
+DEFAULT_SCHEMA = "airflow"
+DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def _column_refs(values: Iterable[str] | None, option: str) -> frozenset[tuple[str, str]]:
+    """Parse ``table.column`` references, failing early on anything else."""
+    refs = set()
+    for value in values or ():
+        table, dot, column = value.partition(".")
+        if not dot or not table or not column:
+            raise ConfigError(f"{option} entry {value!r} must be written table.column, e.g. ab_user.email.")
+        refs.add((table, column))
+    return frozenset(refs)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """One sync request. ``tables=None`` means the default tables; ``tables=[]`` means every table."""
+
+    source_url: URL
+    destination_url: URL
+    schema: str = DEFAULT_SCHEMA
+    tables: tuple[str, ...] | None = None
+    additional_tables: tuple[str, ...] = ()
+    deletes: DeleteMode = "soft"
+    table_deletes: Mapping[str, DeleteMode] = field(default_factory=dict)
+    include_columns: frozenset[tuple[str, str]] = frozenset()
+    hash_columns: frozenset[tuple[str, str]] = frozenset()
+    lookback_seconds: float = 5.0
+    allow_foreign_source: bool = False
+
+    @property
+    def source_engine(self) -> str:
+        return engine_of(self.source_url, role="source")
+
+    @property
+    def destination_engine(self) -> str:
+        return engine_of(self.destination_url, role="destination")
+
+    def delete_mode(self, table: str) -> DeleteMode:
+        return self.table_deletes.get(table, self.deletes)
+
+
+def build_config(
+    *,
+    source: str | URL | None = None,
+    destination: str | URL | None = None,
+    schema: str | None = None,
+    tables: Iterable[str] | None = None,
+    additional_tables: Iterable[str] | None = None,
+    deletes: str = "soft",
+    table_deletes: Mapping[str, str] | None = None,
+    include_columns: Iterable[str] | None = None,
+    hash_columns: Iterable[str] | None = None,
+    lookback_seconds: float = 5.0,
+    allow_foreign_source: bool = False,
+) -> SyncConfig:
+    """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
+    source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
+    destination = destination or os.environ.get("CDC_SYNC_DESTINATION_URL") or DEFAULT_DESTINATION
+    schema = schema or os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
+    source_url = parse_url(source, role="source")
+    destination_url = parse_url(destination, role="destination")
+    engine_of(source_url, role="source")
+    engine_of(destination_url, role="destination")
+    if isinstance(tables, str) or isinstance(additional_tables, str):
+        raise ConfigError("tables and additional_tables must be lists of names, not a single string.")
+    table_tuple = None if tables is None else tuple(tables)
+    additional = tuple(additional_tables or ())
+    for name in (table_tuple or ()) + additional:
+        if not isinstance(name, str) or not _TABLE_NAME.match(name):
+            raise ConfigError(f"Table name {name!r} is not a valid table name: use the bare name, e.g. dag_run.")
+    modes = {"*": deletes, **dict(table_deletes or {})}
+    for table, mode in modes.items():
+        if mode not in DELETE_MODES:
+            raise ConfigError(
+                f"deletes={mode!r} for {table} is not a delete mode: use one of {', '.join(DELETE_MODES)}."
+            )
+    if lookback_seconds < 0:
+        raise ConfigError("lookback_seconds must be zero or positive.")
+    return SyncConfig(
+        source_url=source_url,
+        destination_url=destination_url,
+        schema=schema,
+        tables=table_tuple,
+        additional_tables=additional,
+        deletes=deletes,  # type: ignore[arg-type]
+        table_deletes=dict(table_deletes or {}),  # type: ignore[arg-type]
+        include_columns=_column_refs(include_columns, "include_columns"),
+        hash_columns=_column_refs(hash_columns, "hash_columns"),
+        lookback_seconds=lookback_seconds,
+        allow_foreign_source=allow_foreign_source,
+    )

@@ -1,0 +1,55 @@
+"""Warehouses. Each is a pure :class:`Dialect` plus a :class:`Destination`; drivers load only when used."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+
+from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.errors import ConfigError
+from cdc_sync.urls import engine_of
+
+__all__ = ["ColumnSpec", "Destination", "Dialect", "Statement", "dialect_for", "open_destination"]
+
+
+def dialect_for(url: URL) -> Dialect:
+    """The dialect of a destination URL, without connecting (for early validation)."""
+    engine = engine_of(url, role="destination")
+    if engine == "duckdb":
+        from cdc_sync.destinations.duckdb import DuckDBDialect
+
+        return DuckDBDialect()
+    if engine == "postgresql":
+        from cdc_sync.destinations.postgres import PostgresDialect
+
+        return PostgresDialect()
+    if engine == "snowflake":
+        from cdc_sync.destinations.snowflake import SnowflakeDialect
+
+        return SnowflakeDialect()
+    if engine == "redshift":
+        from cdc_sync.destinations.redshift import RedshiftDialect
+
+        return RedshiftDialect()
+    raise ConfigError(f"No destination for engine {engine!r}.")
+
+
+def open_destination(url: URL) -> Destination:
+    engine = engine_of(url, role="destination")
+    if engine == "duckdb":
+        from cdc_sync.destinations.duckdb import DuckDBDestination
+
+        return DuckDBDestination(url)
+    if engine == "postgresql":
+        from cdc_sync.destinations.postgres import PostgresDestination
+
+        return PostgresDestination(url)
+    if engine == "snowflake":
+        from cdc_sync.destinations.snowflake import SnowflakeDestination
+
+        return SnowflakeDestination(url)
+    if engine == "redshift":
+        from cdc_sync.destinations.redshift import RedshiftDestination
+
+        return RedshiftDestination(url)
+    raise ConfigError(f"No destination for engine {engine!r}.")

@@ -1,0 +1,134 @@
+"""PostgreSQL as a warehouse: ``COPY FROM STDIN`` staging, ``MERGE`` (PostgreSQL 15+), advisory-lock cycles."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy.engine import URL
+
+from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
+from cdc_sync.sources.postgres import conninfo_from_url
+from cdc_sync.types import LogicalType
+from cdc_sync.urls import redact
+
+# SQLSTATE classes worth a retry: connection exceptions, transaction rollback (serialization, deadlock),
+# insufficient resources, operator intervention (e.g. admin shutdown); plus lock_not_available.
+TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57"}
+TRANSIENT_SQLSTATES = {"55P03"}
+
+
+def is_transient(sqlstate: str | None) -> bool:
+    return bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES)
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    TYPE_NAMES = {**Dialect.TYPE_NAMES, LogicalType.JSON: "JSONB"}
+    REPORTED_TYPES = {LogicalType.TIMESTAMP: "timestamp without time zone"}
+
+    def copy_into(self, staging: str, columns: Sequence[ColumnSpec]) -> Statement:
+        return Statement(
+            f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM STDIN (FORMAT CSV)"
+        )
+
+    def try_lock(self, schema: str) -> Statement:
+        return Statement("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{schema}",))
+
+    def unlock(self, schema: str) -> Statement:
+        return Statement("SELECT pg_advisory_unlock(hashtext(%s))", (f"cdc_sync:{schema}",))
+
+
+def hex_bytes(array: pa.Array) -> pa.Array:
+    """PostgreSQL reads bytea from CSV as ``\\x`` hex text."""
+    return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()], type=pa.string())
+
+
+def csv_payload(batch: pa.RecordBatch) -> bytes:
+    """A batch as headerless CSV in the form PostgreSQL's COPY reads: NULL unquoted-empty, text always quoted."""
+    if any(pa.types.is_binary(field.type) for field in batch.schema):
+        arrays = [hex_bytes(a) if pa.types.is_binary(a.type) else a for a in batch.columns]
+        batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    buffer = io.BytesIO()
+    pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buffer.getvalue()
+
+
+class PostgresDestination(Destination):
+    dialect = PostgresDialect()
+
+    def __init__(self, url: URL) -> None:
+        import psycopg
+
+        super().__init__(url)
+        try:
+            self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=False)
+        except psycopg.OperationalError as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise DestinationError(
+                f"Cannot connect to the destination {redact(url)}: {reason}. Check host, port, database and "
+                "credentials."
+            ) from None
+        self._connection.execute("SET TIME ZONE 'UTC'")
+        self._connection.commit()
+
+    def _translate(self, error: Exception) -> DestinationError:
+        sqlstate = getattr(error, "sqlstate", None)
+        kind = TransientDestinationError if is_transient(sqlstate) else TerminalDestinationError
+        return kind(f"PostgreSQL destination {redact(self.url)} failed ({sqlstate}): {error}")
+
+    def _cursor_execute(self, statement: Statement) -> Any:
+        import psycopg
+
+        try:
+            return self._connection.execute(statement.sql, statement.params or None)
+        except psycopg.Error as error:
+            raise self._translate(error) from error
+
+    def execute(self, statement: Statement) -> int:
+        return self._cursor_execute(statement).rowcount
+
+    def query(self, statement: Statement) -> list[tuple[Any, ...]]:
+        return self._cursor_execute(statement).fetchall()
+
+    def begin(self) -> None:
+        # psycopg opens a transaction at the first statement; make sure none is left over.
+        self._connection.commit()
+
+    def commit(self) -> None:
+        self._connection.commit()
+
+    def rollback(self) -> None:
+        self._connection.rollback()
+
+    def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
+        import psycopg
+
+        rows = 0
+        try:
+            with self._connection.cursor().copy(self.dialect.copy_into(staging, columns).sql) as copy:
+                for batch in batches:
+                    copy.write(csv_payload(batch))
+                    rows += batch.num_rows
+        except psycopg.Error as error:
+            raise self._translate(error) from error
+        return rows
+
+    def try_lock(self, schema: str) -> bool:
+        acquired = bool(self.scalar(self.dialect.try_lock(schema)))
+        self._connection.commit()
+        return acquired
+
+    def unlock(self, schema: str) -> None:
+        if not self._connection.closed:
+            self._connection.rollback()
+            self.scalar(self.dialect.unlock(schema))
+            self._connection.commit()
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,38 @@
+"""Keep a mirror table's columns in step with its source table."""
+
+from __future__ import annotations
+
+from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.dialect import DELETED_AT, SYNCED_AT, ColumnSpec
+from cdc_sync.errors import SchemaDriftError
+from cdc_sync.plan import TablePlan
+from cdc_sync.types import LogicalType
+
+BOOKKEEPING = (ColumnSpec(SYNCED_AT, LogicalType.TIMESTAMP_TZ), ColumnSpec(DELETED_AT, LogicalType.TIMESTAMP_TZ))
+
+
+def prepare_mirror_table(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+    """Create the mirror table, or add the source's new columns to it. Returns the names of added columns.
+
+    A column whose type changed into one the mirror's column cannot hold stops this table (and only this table).
+    """
+    dialect = destination.dialect
+    existing = dict(destination.query(dialect.table_columns(schema, plan.name)))
+    wanted = [*plan.columns, *BOOKKEEPING]
+    if not existing:
+        destination.execute(dialect.create_table(schema, plan.name, wanted))
+        return []
+    existing_folded = {name.lower(): data_type for name, data_type in existing.items()}
+    added = []
+    for column in wanted:
+        reported = existing_folded.get(dialect.fold(column.name).lower())
+        if reported is None:
+            destination.execute(dialect.add_column(schema, plan.name, column))
+            added.append(column.name)
+        elif not dialect.can_hold(reported, column.logical_type):
+            raise SchemaDriftError(
+                f"Column {plan.name}.{column.name} is now {column.logical_type.value} in the source, but the mirror "
+                f"column is {reported}, which cannot hold it: rename the warehouse table {schema}.{plan.name} "
+                f"(to keep its history) and run `cdc-sync resync --table {plan.name}`."
+            )
+    return added

@@ -1,0 +1,324 @@
+"""One sync cycle: plan → read → stage → MERGE + deletes + watermark, committed together per table.
+
+Exactly once: everything a table's cycle writes (rows, deletions, its watermark and its run record) commits in
+one destination transaction. A failure anywhere before that commit leaves the mirror as it was, and the next cycle
+re-reads from the unchanged watermark. Re-read rows are deduplicated and unchanged rows are not rewritten, so the
+overlap that protects late commits costs no duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from cdc_sync.config import SyncConfig
+from cdc_sync.destinations import dialect_for, open_destination
+from cdc_sync.destinations.base import Destination
+from cdc_sync.drift import prepare_mirror_table
+from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
+from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
+from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.sources import CursorFilter, Horizon, Source, SourceSnapshot, open_source
+from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
+from cdc_sync.transform import Tally, hash_columns
+from cdc_sync.types import LogicalType
+
+log = logging.getLogger("cdc_sync")
+
+TableCallback = Callable[[TableReport], None]
+
+
+@dataclass
+class CursorPosition:
+    """Where the next read of a table starts, and what to remember after it."""
+
+    where: CursorFilter | None
+    high_water_mark: Any
+    pending: Any
+    pending_read_at: datetime | None
+
+
+def _parse_mark(plan: TablePlan, text: str | None) -> Any:
+    if text is None:
+        return None
+    if plan.cursor_is_timestamp:
+        value = datetime.fromisoformat(text)
+        naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
+        return value.replace(tzinfo=None) if naive else value
+    return int(text)
+
+
+def _format_mark(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _source_time(plan: TablePlan, instant: datetime) -> datetime:
+    """A source instant in the cursor's own form: naive UTC for naive timestamp columns."""
+    naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
+    return instant.astimezone(UTC).replace(tzinfo=None) if naive else instant
+
+
+def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon, lookback: float,
+                   full: bool) -> CursorPosition:
+    if full or previous is None or plan.strategy == "full":
+        return CursorPosition(None, None, None, None)
+    mark = _parse_mark(plan, previous.high_water_mark)
+    pending = _parse_mark(plan, previous.pending_high_water_mark)
+    pending_at = previous.pending_read_at
+    # Ids up to `pending` were read while writers were open; once every writer open then has finished,
+    # no smaller id can still appear, and the pending mark is confirmed.
+    writers_then_finished = horizon.sees_open_writes and (
+        horizon.oldest_open_write_at is None or (pending_at is not None and horizon.oldest_open_write_at > pending_at)
+    )
+    if plan.strategy == "append" and pending is not None and writers_then_finished:
+        mark, pending, pending_at = pending, None, None
+    if mark is None:
+        return CursorPosition(None, None, pending, pending_at)
+    after = mark - timedelta(seconds=lookback) if plan.cursor_is_timestamp else mark
+    return CursorPosition(CursorFilter(plan.cursor, after), mark, pending, pending_at)  # type: ignore[arg-type]
+
+
+def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, max_seen: Any) -> CursorPosition:
+    """Advance the watermark no further than what can no longer change (see DESIGN §2)."""
+    if plan.strategy == "full" or max_seen is None:
+        return position
+    if plan.cursor_is_timestamp:
+        # A row stamped before the oldest open writer started may still commit: stop there.
+        safe = _source_time(plan, horizon.safe_until)
+        return replace(position, high_water_mark=min(max_seen, safe))
+    if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
+        mark = max_seen if position.high_water_mark is None else max(max_seen, position.high_water_mark)
+        return replace(position, high_water_mark=mark, pending=None, pending_read_at=None)
+    return replace(position, pending=max_seen, pending_read_at=horizon.read_started_at)
+
+
+class TableCycle:
+    """The work for one table inside one destination transaction."""
+
+    def __init__(self, config: SyncConfig, destination: Destination, state: StateStore, cycle_id: str) -> None:
+        self.config = config
+        self.destination = destination
+        self.dialect = destination.dialect
+        self.state = state
+        self.schema = config.schema
+        self.cycle_id = cycle_id
+
+    def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
+            report: TableReport) -> Watermark:
+        destination, dialect, schema = self.destination, self.dialect, self.schema
+        started = utc_now()
+        horizon = snapshot.horizon
+        if not horizon.sees_open_writes:
+            report.warnings.append(
+                "The source role cannot see other sessions' transactions; late commits are covered only by the "
+                "lookback. Grant pg_read_all_stats (PostgreSQL) or PROCESS (MySQL) to close the gap."
+            )
+        key_changed = previous is not None and previous.merge_key not in (None, ",".join(plan.merge_key))
+        cursor_changed = previous is not None and previous.cursor_column != plan.cursor
+        full = full or key_changed or cursor_changed
+        position = start_position(plan, previous, horizon, self.config.lookback_seconds, full)
+        destination.begin()
+        added = prepare_mirror_table(destination, schema, plan)
+        if added and previous is not None:
+            report.warnings.append(
+                f"New source column(s) {', '.join(added)} added to the mirror; rows synced before hold NULL there "
+                f"until `cdc-sync resync --table {plan.name}`."
+            )
+        staging = dialect.staging_name(plan.name)
+        destination.execute(dialect.drop_staging(staging))
+        destination.execute(dialect.create_staging(staging, plan.columns))
+        tally = Tally(plan.cursor)
+        batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
+        if plan.hashed_columns:
+            batches = hash_columns(batches, plan.hashed_columns)
+        report.rows_read = destination.load(staging, plan.columns, batches)
+        read_everything = position.where is None
+        if plan.merge_key:
+            report.rows_written = destination.execute(dialect.merge(
+                schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor, plan.nullable_key, started,
+            ))
+            report.rows_deleted = self._reconcile_deletes(plan, snapshot, staging, read_everything, tally.rows,
+                                                          report, started)
+        else:
+            destination.execute(dialect.delete_all(schema, plan.name))
+            report.rows_written = destination.execute(
+                dialect.insert_from_staging(schema, plan.name, staging, plan.column_names, started)
+            )
+        destination.execute(dialect.drop_staging(staging))
+        position = next_position(plan, position, horizon, tally.maximum)
+        finished = utc_now()
+        report.seconds = round(time.monotonic() - report.seconds, 3)
+        report.high_water_mark = _format_mark(position.high_water_mark)
+        watermark = Watermark(
+            table_name=plan.name,
+            strategy=plan.strategy,
+            cursor_column=plan.cursor,
+            high_water_mark=report.high_water_mark,
+            pending_high_water_mark=_format_mark(position.pending),
+            pending_read_at=position.pending_read_at,
+            merge_key=",".join(plan.merge_key) or None,
+            delete_mode=plan.delete_mode,
+            last_attempt_at=started,
+            last_success_at=finished,
+            last_rows_read=report.rows_read,
+            last_rows_written=max(report.rows_written, 0),
+            last_rows_deleted=report.rows_deleted,
+            live_rows=int(destination.scalar(dialect.count_live(schema, plan.name))),
+            lag_seconds=round((finished - horizon.safe_until).total_seconds(), 3),
+            last_error=None,
+        )
+        self.state.save_watermark(watermark)
+        self.state.record_run(self._run_record(plan, report, started, finished))
+        destination.commit()
+        return watermark
+
+    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, staging: str, read_everything: bool,
+                           rows_read: int, report: TableReport, now: datetime) -> int:
+        """Find rows gone from the source by comparing keys only, and never on an empty or partial read."""
+        if plan.delete_mode == "ignore":
+            return 0
+        destination, dialect, schema = self.destination, self.dialect, self.schema
+        keys = staging
+        if not read_everything:
+            source_rows = snapshot.count_rows(plan.table)
+            live = int(destination.scalar(dialect.count_live(schema, plan.name)))
+            # Every source row of this snapshot is now in the mirror, so equal counts mean equal key sets.
+            if source_rows == live:
+                return 0
+            keys = dialect.staging_name(plan.name, "keys")
+            key_columns = tuple(c for c in plan.columns if c.name in plan.merge_key)
+            destination.execute(dialect.drop_staging(keys))
+            destination.execute(dialect.create_staging(keys, key_columns))
+            rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
+        if rows_read == 0 and not plan.may_become_empty:
+            live = int(destination.scalar(dialect.count_live(schema, plan.name)))
+            if live:
+                report.warnings.append(
+                    f"The source read of {plan.name} came back empty while the mirror holds {live} live rows; "
+                    "deletions were not applied. Run `cdc-sync resync` if the table really was emptied."
+                )
+            return 0
+        if plan.delete_mode == "hard":
+            statement = dialect.hard_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key)
+        else:
+            statement = dialect.soft_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key, now)
+        deleted = destination.execute(statement)
+        if keys != staging:
+            destination.execute(dialect.drop_staging(keys))
+        return max(deleted, 0)
+
+    def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:
+        return RunRecord(
+            cycle_id=self.cycle_id, table_name=plan.name, started_at=started, finished_at=finished,
+            status=report.status, strategy=plan.strategy, rows_read=report.rows_read,
+            rows_written=max(report.rows_written, 0), rows_deleted=report.rows_deleted, seconds=report.seconds,
+            high_water_mark=report.high_water_mark, error=report.error,
+        )
+
+    def record_failure(self, plan: TablePlan, previous: Watermark | None, report: TableReport,
+                       started: datetime) -> None:
+        finished = utc_now()
+        watermark = previous or Watermark(table_name=plan.name, strategy=plan.strategy, cursor_column=plan.cursor,
+                                          merge_key=",".join(plan.merge_key) or None, delete_mode=plan.delete_mode)
+        watermark = replace(watermark, last_attempt_at=started, last_error=report.error)
+        try:
+            self.state.record_failure(watermark, self._run_record(plan, report, started, finished))
+        except CdcSyncError as error:
+            log.error("Could not record the failure of %s: %s", plan.name, error)
+
+
+def _retrying(function: Callable[[], Watermark]) -> Watermark:
+    """Transient destination failures (dropped connections, serialization) are retried with backoff."""
+    return retry(
+        retry=retry_if_exception_type(TransientDestinationError),
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        reraise=True,
+    )(function)()
+
+
+def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable[str] | None = None,
+              on_table: TableCallback | None = None) -> CycleReport:
+    """Run one cycle over the selected tables. Tables fail independently; the report says which did."""
+    dialect_for(config.destination_url).validate_schema_name(config.schema)
+    report = CycleReport(cycle_id=uuid.uuid4().hex, schema=config.schema, started_at=utc_now())
+    with open_source(config.source_url) as source:
+        tables, warnings = select_tables(config, source.list_tables())
+        report.warnings.extend(warnings)
+        for warning in warnings:
+            log.warning(warning)
+        plans = _plans(config, source, tables)
+        resync_only = set(only_tables or ())
+        unknown = resync_only - {plan.name for plan in plans}
+        if unknown:
+            raise ConfigError(
+                f"--table {', '.join(sorted(unknown))} is not among the synced tables: name one of "
+                f"{', '.join(plan.name for plan in plans)}."
+            )
+        if resync_only:
+            plans = [plan for plan in plans if plan.name in resync_only]
+        with open_destination(config.destination_url) as destination:
+            if not destination.try_lock(config.schema):
+                raise CycleAlreadyRunningError(
+                    f"Another cycle is running on schema {config.schema!r}: wait for it to finish (cdc-sync status "
+                    "shows its progress); cycles of one schema never overlap."
+                )
+            try:
+                state = StateStore(destination, config.schema)
+                state.migrate()
+                state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
+                watermarks = state.watermarks()
+                cycle = TableCycle(config, destination, state, report.cycle_id)
+                for plan in plans:
+                    table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
+                    report.tables.append(table_report)
+                    if on_table:
+                        on_table(table_report)
+            finally:
+                destination.unlock(config.schema)
+    report.finished_at = utc_now()
+    return report
+
+
+def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:
+    schemas = {name: source.describe(name) for name in tables}
+    validate_column_options(config, schemas)
+    return [plan_table(schemas[name], config) for name in tables]
+
+
+def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Watermark | None,
+              full: bool) -> TableReport:
+    report = TableReport(table=plan.name, strategy="full" if full and plan.strategy != "full" else plan.strategy)
+    started = utc_now()
+
+    def attempt() -> Watermark:
+        report.seconds = time.monotonic()
+        report.warnings.clear()
+        with source.snapshot() as snapshot:
+            try:
+                return cycle.run(plan, snapshot, previous, full, report)
+            except BaseException:
+                cycle.destination.rollback()
+                raise
+
+    try:
+        _retrying(attempt)
+        log.info("%s: %s, %d read, %d written, %d deleted, %.2fs", plan.name, report.strategy, report.rows_read,
+                 max(report.rows_written, 0), report.rows_deleted, report.seconds)
+    except CdcSyncError as error:
+        report.status, report.error = "failed", str(error)
+        report.seconds = round(time.monotonic() - report.seconds, 3)
+        log.error("%s failed: %s", plan.name, error)
+        cycle.record_failure(plan, previous, report, started)
+    for warning in report.warnings:
+        log.warning("%s: %s", plan.name, warning)
+    return report

@@ -1,0 +1,98 @@
+"""The contract every source engine fulfils: introspect, measure the commit horizon, stream batches."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from cdc_sync.types import TableSchema
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """When a read started, and the start of the oldest write transaction still open then.
+
+    Rows stamped before ``oldest_open_write_at`` may still commit later with that old stamp; rows stamped after
+    ``read_started_at`` were not visible to the read. A timestamp watermark may therefore advance no further than
+    :attr:`safe_until`.
+    """
+
+    read_started_at: datetime
+    oldest_open_write_at: datetime | None
+    # False when the engine could not tell us about other sessions (missing privilege, or no such view).
+    sees_open_writes: bool
+
+    @property
+    def safe_until(self) -> datetime:
+        if self.oldest_open_write_at is None:
+            return self.read_started_at
+        return min(self.read_started_at, self.oldest_open_write_at)
+
+    @property
+    def writes_were_open(self) -> bool:
+        return self.oldest_open_write_at is not None or not self.sees_open_writes
+
+
+@dataclass(frozen=True)
+class CursorFilter:
+    """Rows whose ``column`` is strictly greater than ``after`` (closed start: ``after`` itself was read)."""
+
+    column: str
+    after: Any
+
+
+class SourceSnapshot(ABC):
+    """A consistent, read-only view of the source: every read inside it sees the same committed state."""
+
+    horizon: Horizon
+
+    @abstractmethod
+    def read_rows(
+        self, table: TableSchema, where: CursorFilter | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table's rows (only ``table.columns``) in bounded batches typed by :mod:`cdc_sync.types`."""
+
+    @abstractmethod
+    def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
+        """Stream only the key columns: the cheap scan behind delete detection."""
+
+    @abstractmethod
+    def count_rows(self, table: TableSchema) -> int:
+        """The table's row count in this snapshot."""
+
+
+class Source(ABC):
+    """One connection to an Airflow metadata database."""
+
+    engine: str
+
+    @abstractmethod
+    def list_tables(self) -> list[str]:
+        """Every base table in the Airflow schema."""
+
+    @abstractmethod
+    def describe(self, table: str) -> TableSchema:
+        """Columns (as logical types), primary key and unique keys of ``table``."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[SourceSnapshot]:
+        """Open a consistent read-only snapshot."""
+
+    @abstractmethod
+    def identity(self) -> str:
+        """A stable description of which database this is (no credentials), to keep mirrors apart."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,199 @@
+"""Airflow on PostgreSQL: introspection from pg_catalog, the commit horizon from pg_stat_activity, and rows
+streamed by ``COPY (SELECT …) TO STDOUT`` into Arrow.
+
+This module is the PostgreSQL *source dialect*: the only place that writes SQL for a PostgreSQL source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy.engine import URL
+
+from cdc_sync.errors import ConfigError, SourceError
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.sources.csv_stream import ChunkReader, csv_batches
+from cdc_sync.types import Column, LogicalType, TableSchema
+from cdc_sync.urls import redact
+
+TYPE_MAP: dict[str, LogicalType] = {
+    "bool": LogicalType.BOOLEAN,
+    "int2": LogicalType.INTEGER,
+    "int4": LogicalType.INTEGER,
+    "int8": LogicalType.INTEGER,
+    "oid": LogicalType.INTEGER,
+    "float4": LogicalType.DOUBLE,
+    "float8": LogicalType.DOUBLE,
+    "text": LogicalType.TEXT,
+    "varchar": LogicalType.TEXT,
+    "bpchar": LogicalType.TEXT,
+    "name": LogicalType.TEXT,
+    "citext": LogicalType.TEXT,
+    "uuid": LogicalType.TEXT,
+    "numeric": LogicalType.TEXT,  # exact: carried as its text, never rounded through a float
+    "json": LogicalType.JSON,
+    "jsonb": LogicalType.JSON,
+    "bytea": LogicalType.BYTES,
+    "timestamptz": LogicalType.TIMESTAMP_TZ,
+    "timestamp": LogicalType.TIMESTAMP,
+    "date": LogicalType.DATE,
+}
+# Types whose COPY text Arrow reads as-is; every other type is selected as ``::text``.
+NATIVE_TEXT_FORMS = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "text", "varchar", "bpchar",
+                     "name", "bytea", "timestamptz", "timestamp", "date"}
+
+COLUMNS_SQL = """
+SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = current_schema() AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+KEYS_SQL = """
+SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ordinality)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ordinality)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = current_schema() AND c.relname = %s AND i.indisunique AND i.indpred IS NULL
+GROUP BY i.indexrelid, i.indisprimary
+ORDER BY NOT i.indisprimary, i.indexrelid
+"""
+TABLES_SQL = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY c.relname
+"""
+# The oldest write transaction of *other* sessions on this database: only sessions holding a transaction id
+# have written. Stats visibility needs the same role or pg_read_all_stats; the second column tells which.
+HORIZON_SQL = """
+SELECT now(),
+       (SELECT min(xact_start) FROM pg_stat_activity
+         WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()),
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+         OR pg_has_role(current_user, 'pg_read_all_stats', 'member')
+"""
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def select_expression(column: Column) -> str:
+    name = quote(column.name)
+    base_type = column.source_type.split("(", 1)[0]
+    return name if base_type in NATIVE_TEXT_FORMS else f"{name}::text"
+
+
+def conninfo_from_url(url: URL) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    for key, value in url.query.items():
+        if key in {"sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name",
+                   "options", "target_session_attrs"}:
+            params[key] = value if isinstance(value, str) else value[-1]
+    return {key: value for key, value in params.items() if value is not None}
+
+
+class PostgresSnapshot(SourceSnapshot):
+    def __init__(self, connection: Any, horizon: Horizon) -> None:
+        self._connection = connection
+        self.horizon = horizon
+
+    def _copy(self, select_sql: str, params: tuple[Any, ...]) -> Any:
+        # psycopg binds COPY parameters on the client side with proper quoting: values never meet SQL text.
+        return self._connection.cursor().copy(f"COPY ({select_sql}) TO STDOUT (FORMAT CSV)", params)
+
+    def read_rows(self, table: TableSchema, where: CursorFilter | None = None) -> Iterator[pa.RecordBatch]:
+        select = ", ".join(select_expression(column) for column in table.columns)
+        sql = f"SELECT {select} FROM {quote(table.name)}"
+        params: tuple[Any, ...] = ()
+        if where is not None:
+            sql += f" WHERE {quote(where.column)} > %s"
+            params = (where.after,)
+        with self._copy(sql, params) as copy:
+            yield from csv_batches(ChunkReader(copy), table.columns)
+
+    def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
+        columns = tuple(table.column(name) for name in key)
+        select = ", ".join(select_expression(column) for column in columns)
+        with self._copy(f"SELECT {select} FROM {quote(table.name)}", ()) as copy:
+            yield from csv_batches(ChunkReader(copy), columns)
+
+    def count_rows(self, table: TableSchema) -> int:
+        return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
+
+
+class PostgresSource(Source):
+    engine = "postgresql"
+
+    def __init__(self, url: URL) -> None:
+        import psycopg
+
+        self._url = url
+        try:
+            self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=True)
+        except psycopg.OperationalError as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise SourceError(
+                f"Cannot connect to the source {redact(url)}: {reason}. Check host, port, database and credentials."
+            ) from None
+        self._connection.execute("SET TIME ZONE 'UTC'")
+        self._connection.execute("SET DateStyle = 'ISO, YMD'")
+        self._connection.execute("SET bytea_output = 'hex'")
+        self._connection.execute("SET extra_float_digits = 3")
+
+    def list_tables(self) -> list[str]:
+        return [row[0] for row in self._connection.execute(TABLES_SQL).fetchall()]
+
+    def describe(self, table: str) -> TableSchema:
+        rows = self._connection.execute(COLUMNS_SQL, (table,)).fetchall()
+        if not rows:
+            raise ConfigError(f"Table {table!r} does not exist in the source {redact(self._url)}.")
+        columns = tuple(
+            Column(name=name, logical_type=TYPE_MAP.get(type_name, LogicalType.TEXT), nullable=nullable,
+                   source_type=type_name if type_name in TYPE_MAP or type_name in NATIVE_TEXT_FORMS else full)
+            for name, type_name, full, nullable in rows
+        )
+        primary: tuple[str, ...] = ()
+        uniques: list[tuple[str, ...]] = []
+        for is_primary, key_columns in self._connection.execute(KEYS_SQL, (table,)).fetchall():
+            if is_primary:
+                primary = tuple(key_columns)
+            else:
+                uniques.append(tuple(key_columns))
+        return TableSchema(name=table, columns=columns, primary_key=primary, unique_keys=tuple(uniques))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SourceSnapshot]:
+        import psycopg
+
+        connection = self._connection
+        connection.autocommit = False
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        try:
+            with connection.transaction():
+                started, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
+                yield PostgresSnapshot(connection, Horizon(started, oldest, bool(sees_all)))
+        except psycopg.Error as error:
+            raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
+        finally:
+            connection.autocommit = True
+
+    def identity(self) -> str:
+        return f"postgresql://{self._url.host or 'localhost'}:{self._url.port or 5432}/{self._url.database}"
+
+    def close(self) -> None:
+        self._connection.close()

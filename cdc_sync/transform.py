@@ -1,0 +1,43 @@
+"""Per-batch transformations applied between source and warehouse."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> Iterator[pa.RecordBatch]:
+    """Replace personal data by its SHA-256 hex digest, so it can still be joined and counted, not read."""
+    for batch in batches:
+        if not names:
+            yield batch
+            continue
+        arrays = list(batch.columns)
+        for index, name in enumerate(batch.schema.names):
+            if name in names:
+                values = arrays[index].cast(pa.string()).to_pylist()
+                arrays[index] = pa.array(
+                    [None if v is None else hashlib.sha256(v.encode()).hexdigest() for v in values], pa.string()
+                )
+        yield pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+class Tally:
+    """Counts rows and tracks the maximum of one column while batches stream past."""
+
+    def __init__(self, column: str | None) -> None:
+        self.column = column
+        self.rows = 0
+        self.maximum: object | None = None
+
+    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            self.rows += batch.num_rows
+            if self.column is not None and batch.num_rows:
+                value = pc.max(batch.column(self.column)).as_py()
+                if value is not None and (self.maximum is None or value > self.maximum):
+                    self.maximum = value
+            yield batch
