@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.engine import URL
 
@@ -46,6 +46,8 @@ class SyncConfig:
     hash_columns: frozenset[tuple[str, str]] = frozenset()
     lookback_seconds: float = 5.0
     allow_foreign_source: bool = False
+    # Driver settings that do not fit in a URL (e.g. a private key), merged over what the URL says.
+    destination_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def source_engine(self) -> str:
@@ -72,6 +74,7 @@ def build_config(
     hash_columns: Iterable[str] | None = None,
     lookback_seconds: float = 5.0,
     allow_foreign_source: bool = False,
+    destination_options: Mapping[str, Any] | None = None,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -108,4 +111,5 @@ def build_config(
         hash_columns=_column_refs(hash_columns, "hash_columns"),
         lookback_seconds=lookback_seconds,
         allow_foreign_source=allow_foreign_source,
+        destination_options=dict(destination_options or {}),
     )

@@ -266,7 +266,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             )
         if resync_only:
             plans = [plan for plan in plans if plan.name in resync_only]
-        with open_destination(config.destination_url) as destination:
+        with open_destination(config.destination_url, config.destination_options) as destination:
             if not destination.try_lock(config.schema):
                 raise CycleAlreadyRunningError(
                     f"Another cycle is running on schema {config.schema!r}: wait for it to finish (cdc-sync status "

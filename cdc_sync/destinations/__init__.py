@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
@@ -34,22 +37,23 @@ def dialect_for(url: URL) -> Dialect:
     raise ConfigError(f"No destination for engine {engine!r}.")
 
 
-def open_destination(url: URL) -> Destination:
+def open_destination(url: URL, options: Mapping[str, Any] | None = None) -> Destination:
+    """Connect to a destination; ``options`` are driver settings that do not fit in a URL (e.g. a private key)."""
     engine = engine_of(url, role="destination")
     if engine == "duckdb":
         from cdc_sync.destinations.duckdb import DuckDBDestination
 
-        return DuckDBDestination(url)
+        return DuckDBDestination(url, options)
     if engine == "postgresql":
         from cdc_sync.destinations.postgres import PostgresDestination
 
-        return PostgresDestination(url)
+        return PostgresDestination(url, options)
     if engine == "snowflake":
         from cdc_sync.destinations.snowflake import SnowflakeDestination
 
-        return SnowflakeDestination(url)
+        return SnowflakeDestination(url, options)
     if engine == "redshift":
         from cdc_sync.destinations.redshift import RedshiftDestination
 
-        return RedshiftDestination(url)
+        return RedshiftDestination(url, options)
     raise ConfigError(f"No destination for engine {engine!r}.")

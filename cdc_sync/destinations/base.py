@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -17,8 +17,9 @@ class Destination(ABC):
 
     dialect: Dialect
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
+        self.options = dict(options or {})
 
     @abstractmethod
     def execute(self, statement: Statement) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,10 +45,10 @@ class DuckDBDestination(Destination):
     dialect = DuckDBDialect()
     _in_transaction: ClassVar[bool] = False
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         import duckdb
 
-        super().__init__(url)
+        super().__init__(url, options)
         database = url.database or ":memory:"
         self.path = database if database == ":memory:" else str(Path(database).expanduser().resolve())
         if self.path != ":memory:":

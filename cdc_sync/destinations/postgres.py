@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -62,12 +62,12 @@ def csv_payload(batch: pa.RecordBatch) -> bytes:
 class PostgresDestination(Destination):
     dialect = PostgresDialect()
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         import psycopg
 
-        super().__init__(url)
+        super().__init__(url, options)
         try:
-            self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=False)
+            self._connection = psycopg.connect(**{**conninfo_from_url(url), **self.options}, autocommit=False)
         except psycopg.OperationalError as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise DestinationError(

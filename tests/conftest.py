@@ -1,0 +1,65 @@
+"""Shared fixtures: real PostgreSQL (and the real Airflow 3 schema in it), DuckDB files, fresh schemas.
+
+In CI (CI=true) a database service that is not reachable fails the run; locally it skips the tests that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from tests.airflow_schema import PG_ADMIN, fill_airflow3, pg_airflow3_template, pg_execute, pg_recreate_database
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_service(name: str, check) -> None:
+    try:
+        check()
+    except Exception as error:  # any failure to reach the service
+        if IN_CI:
+            pytest.fail(f"{name} is not reachable in CI: {error}")
+        pytest.skip(f"{name} is not reachable: {error}")
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    require_service("PostgreSQL at 127.0.0.1:5432", lambda: psycopg.connect(PG_ADMIN, connect_timeout=3).close())
+
+
+@pytest.fixture(scope="session")
+def airflow3_template(postgres_available: None) -> str:
+    return pg_airflow3_template()
+
+
+@pytest.fixture
+def airflow3_source(airflow3_template: str, request: pytest.FixtureRequest) -> str:
+    """A fresh PostgreSQL database with the real Airflow 3 schema and scheduler-like rows; dropped afterwards."""
+    name = f"cdc_src_{uuid.uuid4().hex[:10]}"
+    url = pg_recreate_database(name, template=airflow3_template)
+    fill_airflow3(url)
+    yield url
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_destination(postgres_available: None) -> str:
+    name = f"cdc_dst_{uuid.uuid4().hex[:10]}"
+    url = pg_recreate_database(name)
+    yield url
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def duckdb_destination(tmp_path) -> str:
+    return f"duckdb:///{tmp_path / 'mirror.duckdb'}"
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def destination(request: pytest.FixtureRequest) -> str:
+    """Every core scenario runs against both built-in destinations."""
+    fixture = "duckdb_destination" if request.param == "duckdb" else "postgres_destination"
+    return request.getfixturevalue(fixture)
