@@ -96,7 +96,8 @@ SELECT gen_random_uuid(), 'task_' || t, dr.dag_id, dr.run_id, -1, dr.start_date,
        now() - interval '2 days' + dr.id * interval '1 second' + t * interval '1 millisecond', NULL, 'not_started'
 FROM dag_run dr, generate_series(1, %(tasks_per_run)s) AS t;
 INSERT INTO job (dag_id, state, job_type, start_date, end_date, latest_heartbeat, executor_class, hostname, unixname)
-SELECT 'dag_' || (mod(j, %(dags)s) + 1), 'success', 'LocalTaskJob', now() - interval '2 hour', now() - interval '1 hour',
+SELECT 'dag_' || (mod(j, %(dags)s) + 1), 'success', 'LocalTaskJob',
+       now() - interval '2 hour', now() - interval '1 hour',
        now() - interval '1 hour', 'LocalExecutor', 'worker-1', 'airflow'
 FROM generate_series(1, %(jobs)s) AS j;
 INSERT INTO import_error (timestamp, filename, bundle_name, stacktrace)
