@@ -195,7 +195,8 @@ class TableCycle:
             if source_rows == live:
                 return 0
             keys = dialect.staging_name(plan.name, "keys")
-            key_columns = tuple(c for c in plan.columns if c.name in plan.merge_key)
+            by_name = {c.name: c for c in plan.columns}
+            key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
             destination.execute(dialect.drop_staging(keys))
             destination.execute(dialect.create_staging(keys, key_columns))
             rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))

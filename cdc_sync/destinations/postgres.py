@@ -69,7 +69,7 @@ class PostgresDestination(Destination):
         try:
             self._connection = psycopg.connect(**{**conninfo_from_url(url), **self.options}, autocommit=False)
         except psycopg.OperationalError as error:
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            reason = " ".join(str(error).split()) or type(error).__name__
             raise DestinationError(
                 f"Cannot connect to the destination {redact(url)}: {reason}. Check host, port, database and "
                 "credentials."

@@ -145,7 +145,7 @@ class PostgresSource(Source):
         try:
             self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=True)
         except psycopg.OperationalError as error:
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            reason = " ".join(str(error).split()) or type(error).__name__
             raise SourceError(
                 f"Cannot connect to the source {redact(url)}: {reason}. Check host, port, database and credentials."
             ) from None

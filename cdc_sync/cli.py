@@ -1,0 +1,174 @@
+"""``cdc-sync run | resync | status | demo``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cdc_sync import api
+from cdc_sync.errors import CdcSyncError, ConfigError
+from cdc_sync.report import CycleReport, TableReport
+
+console = Console(stderr=True)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _common(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--source", envvar="CDC_SYNC_SOURCE_URL", help="Airflow metadata DB URL (SQLAlchemy form)."),
+        click.option("--destination", envvar="CDC_SYNC_DESTINATION_URL",
+                     help="duckdb:///file.duckdb (default), postgresql://…, snowflake://…, redshift://…"),
+        click.option("--schema", envvar="CDC_SYNC_SCHEMA", help="Destination schema (default: airflow)."),
+        click.option("--tables", multiple=True, help="Comma-separated tables replacing the defaults."),
+        click.option("--additional-tables", multiple=True, help="Comma-separated tables added to the defaults."),
+        click.option("--all-tables", is_flag=True, help="Mirror every table of the Airflow database."),
+        click.option("--deletes", type=click.Choice(["soft", "hard", "ignore"]), default="soft", show_default=True,
+                     help="What a row deleted in the source becomes in the mirror."),
+        click.option("--include-column", multiple=True, help="table.column: copy a secret column anyway."),
+        click.option("--hash-column", multiple=True, help="table.column: copy a SHA-256 digest instead."),
+        click.option("--lookback", type=float, default=5.0, show_default=True,
+                     help="Seconds by which timestamp reads overlap the previous cycle (clock skew)."),
+        click.option("--allow-foreign-source", is_flag=True,
+                     help="Accept a schema that mirrored another source database."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
+        click.option("-v", "--verbose", is_flag=True, help="Log each step."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
+             hash_column, lookback, allow_foreign_source) -> dict[str, Any]:
+    if all_tables and tables:
+        raise ConfigError("--all-tables and --tables exclude each other: use one.")
+    return {
+        "source": source,
+        "destination": destination,
+        "schema": schema,
+        "tables": [] if all_tables else (_split(tables) or None),
+        "additional_tables": _split(additional_tables),
+        "deletes": deletes,
+        "include_columns": list(include_column),
+        "hash_columns": list(hash_column),
+        "lookback_seconds": lookback,
+        "allow_foreign_source": allow_foreign_source,
+        "raise_on_failure": False,
+    }
+
+
+def _print_report(report: CycleReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.summary(), indent=2, default=str))
+        return
+    table = Table(title=f"cdc-sync cycle into schema {report.schema!r}")
+    for column in ("table", "strategy", "status", "read", "written", "deleted", "seconds"):
+        table.add_column(column, justify="right" if column in {"read", "written", "deleted", "seconds"} else "left")
+    for item in report.tables:
+        status = item.status if item.status == "ok" else f"[red]{item.status}"
+        table.add_row(item.table, item.strategy, status, str(item.rows_read), str(max(item.rows_written, 0)),
+                      str(item.rows_deleted), f"{item.seconds:.2f}")
+    Console().print(table)
+    for warning in report.warnings + [f"{t.table}: {w}" for t in report.tables for w in t.warnings]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    for name, error in report.failed.items():
+        console.print(f"[red]error:[/] {name}: {error}")
+
+
+def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: bool, **extra: Any) -> None:
+    with console.status("syncing…") as status:
+        def progress(item: TableReport) -> None:
+            status.update(f"synced {item.table} ({item.rows_read} rows read)")
+
+        report = action(**request, on_table=progress, **extra)
+    _print_report(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _fail(error: CdcSyncError) -> None:
+    console.print(f"[red]error:[/] {error}", soft_wrap=True)
+    sys.exit(2 if isinstance(error, ConfigError) else 1)
+
+
+@click.group()
+def main() -> None:
+    """Mirror an Apache Airflow metadata database into a warehouse by change-data capture."""
+
+
+@main.command()
+@_common
+def run(as_json: bool, verbose: bool, **options: Any) -> None:
+    """One incremental cycle over the selected tables."""
+    _logging(verbose)
+    try:
+        _run(api.sync, _request(**options), as_json)
+    except CdcSyncError as error:
+        _fail(error)
+
+
+@main.command()
+@_common
+@click.option("--table", "only", multiple=True, help="Resync only this table (repeatable).")
+def resync(as_json: bool, verbose: bool, only: tuple[str, ...], **options: Any) -> None:
+    """Re-read tables in full, atomically per table, resetting their watermarks."""
+    _logging(verbose)
+    try:
+        _run(api.resync, _request(**options), as_json, only=_split(only) or None)
+    except CdcSyncError as error:
+        _fail(error)
+
+
+@main.command()
+@click.option("--destination", envvar="CDC_SYNC_DESTINATION_URL")
+@click.option("--schema", envvar="CDC_SYNC_SCHEMA")
+@click.option("--json", "as_json", is_flag=True)
+def status(destination: str | None, schema: str | None, as_json: bool) -> None:
+    """The watermark table: last success, lag, rows and errors per table."""
+    try:
+        marks = api.status(destination, schema)
+    except CdcSyncError as error:
+        _fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps([vars(mark) for mark in marks], indent=2, default=str))
+        return
+    if not marks:
+        console.print("No cycle has run into this schema yet.")
+        return
+    table = Table(title="cdc-sync status")
+    for column in ("table", "strategy", "cursor", "high-water mark", "last success", "lag s", "live rows", "error"):
+        table.add_column(column)
+    for mark in marks:
+        table.add_row(mark.table_name, mark.strategy, mark.cursor_column or "", mark.high_water_mark or "",
+                      str(mark.last_success_at or ""), f"{mark.lag_seconds or 0:.1f}", str(mark.live_rows or 0),
+                      (mark.last_error or "")[:80])
+    Console().print(table)
+
+
+@main.command()
+@click.option("--workdir", default=".cdc_sync_demo", show_default=True, help="Where the demo files go.")
+def demo(workdir: str) -> None:
+    """Build a real Airflow metadata DB (SQLite) with sample runs and mirror it into a local DuckDB file."""
+    from cdc_sync.demo import run_demo
+
+    try:
+        run_demo(workdir, console)
+    except CdcSyncError as error:
+        _fail(error)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:
+        logging.getLogger("cdc_sync").setLevel(logging.ERROR)
