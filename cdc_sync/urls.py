@@ -32,8 +32,8 @@ def parse_url(url: str | URL, *, role: str) -> URL:
         raise ConfigError(f"No {role} URL given: pass --{role} URL or set CDC_SYNC_{role.upper()}_URL.")
     try:
         return make_url(url)
-    except ArgumentError:
-        shown = url.split("@", 1)[-1] if "@" in url else url
+    except (ArgumentError, ValueError):
+        shown = url.rsplit("@", 1)[-1] if "@" in url else url
         raise ConfigError(
             f"Malformed {role} URL ({shown!r}): expected e.g. postgresql://user:password@host:5432/airflow "
             "or duckdb:///path/to/mirror.duckdb."
