@@ -117,3 +117,221 @@ def fill_airflow3(url: str, *, dags: int = 5, runs: int = 50, tasks_per_run: int
         for statement in FILL_AIRFLOW3_SQL.split(";\n"):
             if statement.strip():
                 cursor.execute(statement, params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MySQL / MariaDB and SQLite
+
+MYSQL_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/{database}"
+
+
+def mysql_connect(database: str | None = None, **options):
+    """A pymysql connection as Airflow's would be: autocommit off, instants rendered in UTC."""
+    import pymysql
+
+    return pymysql.connect(**MYSQL_ADMIN, database=database, charset="utf8mb4",
+                           init_command="SET time_zone = '+00:00'", **options)
+
+
+def mysql_execute(sql: str, params: tuple = (), database: str | None = None) -> None:
+    with mysql_connect(database, autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def mysql_database_has_table(database: str, table: str) -> bool:
+    with mysql_connect(autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                       (database, table))
+        return cursor.fetchone() is not None
+
+
+def _mysqldb_shim() -> str:
+    """Airflow insists on importing ``MySQLdb`` (mysqlclient, which needs C headers) even when the URL names
+    pymysql; this directory satisfies that import with pymysql. Only the migration subprocess sees it."""
+    root = Path(tempfile.gettempdir()) / "cdc_sync_mysqldb_shim"
+    package = root / "MySQLdb"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("from pymysql import *  # noqa: F403\n")
+    (package / "converters.py").write_text(
+        "from pymysql.converters import conversions, escape_datetime as DateTime2literal  # noqa: F401\n"
+    )
+    return str(root)
+
+
+def airflow_migrate_mysql(url: str) -> None:
+    """``airflow db migrate`` on MySQL/MariaDB through pymysql (aiomysql serves Airflow's async engine)."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_mysqldb_shim(), previous]))
+    try:
+        airflow_migrate(url)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def mysql_airflow3_template(name: str = "cdc_tpl_airflow3") -> str:
+    """A MariaDB database holding an empty Airflow 3 schema, migrated once and reused as a template."""
+    if not mysql_database_has_table(name, "alembic_version"):
+        mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+        mysql_execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        try:
+            airflow_migrate_mysql(MYSQL_URL.format(database=name))
+        except BaseException:
+            mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+            raise
+    return name
+
+
+def mysql_copy_database(template: str, name: str) -> str:
+    """Create ``name`` as a copy of ``template`` (tables with their keys, constraints and rows); returns its URL.
+
+    ``CREATE TABLE … LIKE`` would drop the foreign keys that cascade deletes, so each table is recreated from
+    ``SHOW CREATE TABLE``."""
+    with mysql_connect(autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        cursor.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                       "AND TABLE_TYPE = 'BASE TABLE'", (template,))
+        tables = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"USE `{name}`")
+        cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for table in tables:
+            cursor.execute(f"SHOW CREATE TABLE `{template}`.`{table}`")
+            cursor.execute(cursor.fetchone()[1])
+            cursor.execute(f"INSERT INTO `{table}` SELECT * FROM `{template}`.`{table}`")
+        cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+    return MYSQL_URL.format(database=name)
+
+
+def sqlite_airflow3_template(directory: Path) -> Path:
+    """An SQLite file holding an empty Airflow 3 schema, migrated once per test session."""
+    path = directory / "airflow3_template.db"
+    if not path.exists():
+        building = directory / "airflow3_building.db"
+        airflow_migrate(f"sqlite:///{building}")
+        building.rename(path)
+    return path
+
+
+def airflow3_rows(*, dags: int = 5, runs: int = 50, tasks_per_run: int = 4, jobs: int = 20, logs: int = 30,
+                  first_run: int = 1) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
+    """Scheduler-like content as Python values (naive UTC datetimes, JSON text, bytes), table by table, for the
+    engines where rows are inserted from Python. ``first_run`` lets a test add runs later without collisions."""
+    import datetime as dt
+    import json
+    import uuid as uuid_module
+
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    base = dt.datetime(2026, 1, 1)
+    tables: dict[str, tuple[tuple[str, ...], list[tuple]]] = {}
+    if first_run == 1:
+        tables["dag_bundle"] = (("name",), [("dags-folder",)])
+        tables["dag"] = (
+            ("dag_id", "is_paused", "is_stale", "exceeds_max_non_backfill", "bundle_name", "timetable_type",
+             "timetable_partitioned", "timetable_periodic", "partition_mapper_info", "max_active_tasks",
+             "max_consecutive_failed_dag_runs", "has_task_concurrency_limits", "fail_fast", "fileloc", "owners",
+             "description", "last_parsed_time"),
+            [(f"dag_{d}", d % 7 == 0, False, False, "dags-folder", "cron", False, True, "{}", 16, 0, False, False,
+              f"/opt/airflow/dags/dag_{d}.py", "data-team", f"Ünïcode dag № {d} ✓", now - dt.timedelta(days=1))
+             for d in range(1, dags + 1)],
+        )
+        tables["dag_tag"] = (("name", "dag_id"),
+                             [(tag, f"dag_{d}") for d in range(1, dags + 1) for tag in ("finance", "daily")])
+        tables["job"] = (
+            ("dag_id", "state", "job_type", "start_date", "end_date", "latest_heartbeat", "executor_class",
+             "hostname", "unixname"),
+            [(f"dag_{j % dags + 1}", "success", "LocalTaskJob", now - dt.timedelta(hours=2),
+              now - dt.timedelta(hours=1), now - dt.timedelta(hours=1), "LocalExecutor", "worker-1", "airflow")
+             for j in range(1, jobs + 1)],
+        )
+        tables["import_error"] = (
+            ("timestamp", "filename", "bundle_name", "stacktrace"),
+            [(now - dt.timedelta(hours=1), "/opt/airflow/dags/broken.py", "dags-folder",
+              'Traceback (most recent call last):\n  File "broken.py", line 1\nSyntaxError: invalid "syntax", ok')],
+        )
+        tables["log"] = (
+            ("dttm", "dag_id", "task_id", "event", "owner", "extra"),
+            [(now - dt.timedelta(hours=1), f"dag_{n % dags + 1}", "task_1", "running", "airflow", '{"k": "v"}')
+             for n in range(1, logs + 1)],
+        )
+    run_rows, ti_rows = [], []
+    for r in range(first_run, first_run + runs):
+        at = base + dt.timedelta(minutes=r)
+        dag_id, run_id = f"dag_{r % dags + 1}", f"scheduled__{r}"
+        updated = now - dt.timedelta(days=2) + dt.timedelta(seconds=r, microseconds=r * 7 % 1_000_000)
+        run_rows.append((dag_id, run_id, at, at, at, at + dt.timedelta(minutes=5), "success", "scheduled",
+                         json.dumps({"run": r, "note": "ok ✓", "nested": {"a": [1, 2]}}, ensure_ascii=False), at, at, at, at, updated, 0))
+        for t in range(1, tasks_per_run + 1):
+            ti_rows.append((
+                str(uuid_module.uuid4()), f"task_{t}", dag_id, run_id, -1, at,
+                at + dt.timedelta(seconds=t * 1.234567), t * 1.25, "success" if t % 5 else None, 1, 0,
+                "worker-1", "airflow", "default_pool", 1, "default", t, "PythonOperator",
+                bytes([0x80, 0x05, t % 256, 0x00, 0x7D, 0x94, 0x2E]) if t % 3 else None,
+                updated + dt.timedelta(milliseconds=t), None if t % 2 else '{"x": "ü"}', "not_started",
+            ))
+    tables["dag_run"] = (
+        ("dag_id", "run_id", "logical_date", "run_after", "start_date", "end_date", "state", "run_type", "conf",
+         "data_interval_start", "data_interval_end", "queued_at", "created_at", "updated_at", "clear_number"),
+        run_rows,
+    )
+    tables["task_instance"] = (
+        ("id", "task_id", "dag_id", "run_id", "map_index", "start_date", "end_date", "duration", "state",
+         "try_number", "max_tries", "hostname", "unixname", "pool", "pool_slots", "queue", "priority_weight",
+         "operator", "executor_config", "updated_at", "next_kwargs", "span_status"),
+        ti_rows,
+    )
+    return tables
+
+
+def fill_airflow3_mysql(url: str, **sizes) -> None:
+    """Insert :func:`airflow3_rows` into a MySQL/MariaDB Airflow 3 schema."""
+    from sqlalchemy.engine import make_url
+
+    with mysql_connect(make_url(url).database) as connection, connection.cursor() as cursor:
+        for table, (columns, rows) in airflow3_rows(**sizes).items():
+            names = ", ".join(f"`{name}`" for name in columns)
+            marks = ", ".join(["%s"] * len(columns))
+            for start in range(0, len(rows), 5000):
+                cursor.executemany(f"INSERT INTO `{table}` ({names}) VALUES ({marks})", rows[start:start + 5000])
+        connection.commit()
+
+
+def sqlite_text_time(value, offset_minutes: int = 0) -> str:
+    """A UTC instant as Airflow's SQLite columns hold it: naive text, or with an explicit offset when asked."""
+    import datetime as dt
+
+    if not offset_minutes:
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    zone = dt.timezone(dt.timedelta(minutes=offset_minutes))
+    return value.replace(tzinfo=dt.UTC).astimezone(zone).isoformat(sep=" ")
+
+
+def fill_airflow3_sqlite(path: str | Path, **sizes) -> None:
+    """Insert :func:`airflow3_rows` into an SQLite Airflow 3 schema, timestamps as text; every third run's
+    ``start_date`` carries a +02:00 offset, as rows written through other drivers sometimes do."""
+    import datetime as dt
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        for table, (columns, rows) in airflow3_rows(**sizes).items():
+            def text(row: tuple, columns: tuple = columns, table: str = table) -> tuple:
+                values = []
+                for name, value in zip(columns, row, strict=True):
+                    if isinstance(value, dt.datetime):
+                        shifted = table == "dag_run" and name == "start_date" and int(row[1].split("__")[1]) % 3 == 0
+                        value = sqlite_text_time(value, 120 if shifted else 0)
+                    elif isinstance(value, str) and name == "id" and table == "task_instance":
+                        value = value.replace("-", "")  # Airflow's UUIDs are CHAR(32) hex on SQLite
+                    values.append(value)
+                return tuple(values)
+
+            names = ", ".join(f'"{name}"' for name in columns)
+            marks = ", ".join(["?"] * len(columns))
+            connection.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', [text(r) for r in rows])
+        connection.commit()
+    finally:
+        connection.close()
