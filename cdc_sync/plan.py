@@ -15,7 +15,7 @@ from cdc_sync.types import LogicalType, TableSchema
 
 log = logging.getLogger(__name__)
 
-Strategy = Literal["incremental", "append", "full"]
+Strategy = Literal["incremental", "append", "row_version", "full"]
 TIMESTAMP_TYPES = {LogicalType.TIMESTAMP_TZ, LogicalType.TIMESTAMP}
 
 
@@ -107,7 +107,8 @@ def _merge_key(schema: TableSchema, knowledge: catalog.TableKnowledge, kept: set
     return ()
 
 
-def plan_table(schema: TableSchema, config: SyncConfig) -> TablePlan:
+def plan_table(schema: TableSchema, config: SyncConfig, *, row_versions: bool = False) -> TablePlan:
+    """``row_versions``: the source can find changed rows without a column (PostgreSQL's xmin)."""
     knowledge = catalog.knowledge(schema.name)
     included = _column_options(config, schema.name, config.include_columns)
     excluded = tuple(c.name for c in schema.columns if c.name in knowledge.sensitive_columns and c.name not in included)
@@ -132,6 +133,8 @@ def plan_table(schema: TableSchema, config: SyncConfig) -> TablePlan:
             appended = knowledge.append_only_id
             if appended in kept and table.column(appended).logical_type is LogicalType.INTEGER:
                 strategy, cursor = "append", appended
+            elif row_versions:
+                strategy = "row_version"
     return TablePlan(
         table=table,
         strategy=strategy,

@@ -25,7 +25,7 @@ from cdc_sync.drift import prepare_mirror_table
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
-from cdc_sync.sources import CursorFilter, Horizon, Source, SourceSnapshot, open_source
+from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.transform import Tally, hash_columns
 from cdc_sync.types import LogicalType
@@ -39,7 +39,7 @@ TableCallback = Callable[[TableReport], None]
 class CursorPosition:
     """Where the next read of a table starts, and what to remember after it."""
 
-    where: CursorFilter | None
+    where: CursorFilter | RowVersionFilter | None
     high_water_mark: Any
     pending: Any
     pending_read_at: datetime | None
@@ -71,6 +71,9 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
                    full: bool) -> CursorPosition:
     if full or previous is None or plan.strategy == "full":
         return CursorPosition(None, None, None, None)
+    if plan.strategy == "row_version":
+        since = previous.high_water_mark
+        return CursorPosition(RowVersionFilter(int(since)) if since else None, since, None, None)
     mark = _parse_mark(plan, previous.high_water_mark)
     pending = _parse_mark(plan, previous.pending_high_water_mark)
     pending_at = previous.pending_read_at
@@ -89,6 +92,9 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
 
 def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, max_seen: Any) -> CursorPosition:
     """Advance the watermark no further than what can no longer change (see DESIGN §2)."""
+    if plan.strategy == "row_version":
+        # Every change by a transaction older than the snapshot's xmin was visible to this read.
+        return replace(position, high_water_mark=horizon.row_version)
     if plan.strategy == "full" or max_seen is None:
         return position
     if plan.cursor_is_timestamp:
@@ -293,7 +299,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:
     schemas = {name: source.describe(name) for name in tables}
     validate_column_options(config, schemas)
-    return [plan_table(schemas[name], config) for name in tables]
+    return [plan_table(schemas[name], config, row_versions=source.has_row_versions) for name in tables]
 
 
 def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Watermark | None,

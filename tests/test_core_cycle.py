@@ -56,7 +56,8 @@ def test_initial_then_incremental_cycle_mirrors_every_column(airflow3_source: st
     first = sync(airflow3_source, destination)
     assert first.ok
     assert {t.table: t.strategy for t in first.tables} == {
-        "dag": "full", "dag_run": "incremental", "dag_tag": "full", "import_error": "full", "job": "full",
+        "dag": "row_version", "dag_run": "incremental", "dag_tag": "row_version", "import_error": "row_version",
+        "job": "row_version",
         "task_instance": "incremental", "log": "append",
     }
     assert_all_mirrored(airflow3_source, destination)

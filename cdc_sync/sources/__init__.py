@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.sources.base import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot
 from cdc_sync.urls import engine_of
 
-__all__ = ["CursorFilter", "Horizon", "Source", "SourceSnapshot", "open_source"]
+__all__ = ["CursorFilter", "Horizon", "RowVersionFilter", "Source", "SourceSnapshot", "open_source"]
 
 
 def open_source(url: URL) -> Source:

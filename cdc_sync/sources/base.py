@@ -27,6 +27,9 @@ class Horizon:
     oldest_open_write_at: datetime | None
     # False when the engine could not tell us about other sessions (missing privilege, or no such view).
     sees_open_writes: bool
+    # Engines with row versions (PostgreSQL): every row changed by a transaction at or after this one may be
+    # invisible to this read; all older changes are visible. None where the engine has no such notion.
+    row_version: int | None = None
 
     @property
     def safe_until(self) -> datetime:
@@ -47,6 +50,16 @@ class CursorFilter:
     after: Any
 
 
+@dataclass(frozen=True)
+class RowVersionFilter:
+    """Rows written by a transaction at or after ``since`` (a change detector that needs no column)."""
+
+    since: int
+
+
+RowFilter = CursorFilter | RowVersionFilter
+
+
 class SourceSnapshot(ABC):
     """A consistent, read-only view of the source: every read inside it sees the same committed state."""
 
@@ -54,7 +67,7 @@ class SourceSnapshot(ABC):
 
     @abstractmethod
     def read_rows(
-        self, table: TableSchema, where: CursorFilter | None = None
+        self, table: TableSchema, where: RowFilter | None = None
     ) -> Iterator[pa.RecordBatch]:
         """Stream the table's rows (only ``table.columns``) in bounded batches typed by :mod:`cdc_sync.types`."""
 
@@ -71,6 +84,8 @@ class Source(ABC):
     """One connection to an Airflow metadata database."""
 
     engine: str
+    # Whether read_rows accepts a RowVersionFilter (PostgreSQL's xmin).
+    has_row_versions: bool = False
 
     @abstractmethod
     def list_tables(self) -> list[str]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.sources.base import CursorFilter, Horizon, RowFilter, RowVersionFilter, Source, SourceSnapshot
 from cdc_sync.sources.csv_stream import ChunkReader, csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import redact
@@ -73,12 +73,16 @@ ORDER BY c.relname
 # The oldest write transaction of *other* sessions on this database: only sessions holding a transaction id
 # have written. Stats visibility needs the same role or pg_read_all_stats; the second column tells which.
 HORIZON_SQL = """
-SELECT now(),
+SELECT now(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
        (SELECT min(xact_start) FROM pg_stat_activity
          WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()),
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
          OR pg_has_role(current_user, 'pg_read_all_stats', 'member')
 """
+# Rows whose xmin is at or after a stored (64-bit) transaction id. age() measures both against the same reference,
+# which stays exact while they are less than 2^31 transactions apart; older marks fall back to a full read.
+ROW_VERSION_PREDICATE = "age(xmin) <= age(%s::text::xid)"
+ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 
 
 def quote(identifier: str) -> str:
@@ -115,13 +119,18 @@ class PostgresSnapshot(SourceSnapshot):
         # psycopg binds COPY parameters on the client side with proper quoting: values never meet SQL text.
         return self._connection.cursor().copy(f"COPY ({select_sql}) TO STDOUT (FORMAT CSV)", params)
 
-    def read_rows(self, table: TableSchema, where: CursorFilter | None = None) -> Iterator[pa.RecordBatch]:
+    def read_rows(self, table: TableSchema, where: RowFilter | None = None) -> Iterator[pa.RecordBatch]:
         select = ", ".join(select_expression(column) for column in table.columns)
         sql = f"SELECT {select} FROM {quote(table.name)}"
         params: tuple[Any, ...] = ()
-        if where is not None:
+        if isinstance(where, CursorFilter):
             sql += f" WHERE {quote(where.column)} > %s"
             params = (where.after,)
+        elif isinstance(where, RowVersionFilter):
+            distance = (self.horizon.row_version or 0) - where.since
+            if 0 <= distance < ROW_VERSION_MAX_DISTANCE:
+                sql += f" WHERE {ROW_VERSION_PREDICATE}"
+                params = (str(where.since % 2**32),)
         with self._copy(sql, params) as copy:
             yield from csv_batches(ChunkReader(copy), table.columns)
 
@@ -137,6 +146,7 @@ class PostgresSnapshot(SourceSnapshot):
 
 class PostgresSource(Source):
     engine = "postgresql"
+    has_row_versions = True
 
     def __init__(self, url: URL) -> None:
         import psycopg
@@ -185,8 +195,8 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
-                yield PostgresSnapshot(connection, Horizon(started, oldest, bool(sees_all)))
+                started, row_version, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
+                yield PostgresSnapshot(connection, Horizon(started, oldest, bool(sees_all), int(row_version)))
         except psycopg.Error as error:
             raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
         finally:
