@@ -1,0 +1,449 @@
+"""Snowflake: upper-case identifiers, Parquet files ``PUT`` to a table stage and ``COPY INTO`` staging, one MERGE.
+
+Two Snowflake rules shape this module:
+
+* **DDL commits.** Any DDL statement commits the open transaction. The destination therefore sends ``BEGIN``
+  lazily, at the first data-changing statement, so the table's DDL (create, add column, staging tables) runs before
+  it and the MERGE, the deletes and the watermark commit together. Staging tables are never created or dropped
+  inside the transaction: drops wait for the commit, and the key-staging table of a table is created next to its
+  row-staging table up front, then emptied with ``DELETE`` when it is needed.
+* **Strict MERGE.** A MERGE whose source holds two rows for one target row fails (nondeterministic merge), so the
+  source is always the staging table deduplicated by merge key (``MERGE … USING (SELECT …) AS s``).
+
+Users query the mirror unquoted (``SELECT count(*) FROM task_instance``), which Snowflake resolves to upper case,
+so tables and columns are created in upper case. The schema is quoted exactly as given (``"airflow-qwe123"``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy.engine import URL
+
+from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
+from cdc_sync.types import LogicalType
+from cdc_sync.urls import redact
+
+LOCKS = "_cdc_locks"
+DDL_VERBS = ("CREATE", "ALTER", "DROP")
+# Rows per Parquet file: a few tens of MB per file, which is what COPY INTO loads fastest.
+ROWS_PER_FILE = 250_000
+DEFAULT_LEASE_SECONDS = 2 * 3600
+_UNQUOTED = re.compile(r"^[A-Z_][A-Z0-9_$]*$")
+
+# Driver errors worth a retry, by Snowflake error number: statement/lock timeouts, aborted by a conflicting
+# transaction, session/token expiry, and the connector's own network failures (25xxxx).
+TRANSIENT_ERRNOS = {604, 625, 630, 390114, 250001, 250003, 251005, 251006}
+
+
+def is_transient(errno: int | None, sqlstate: str | None) -> bool:
+    return (errno in TRANSIENT_ERRNOS) or bool(sqlstate and sqlstate.startswith("08"))
+
+
+@dataclass(frozen=True)
+class StagingStatement(Statement):
+    """DDL of a session-scoped staging table, marked so the destination can keep it out of the transaction."""
+
+    action: str = ""  # "create" | "drop"
+    staging: str = ""
+    columns: tuple[ColumnSpec, ...] = ()
+
+
+class SnowflakeDialect(Dialect):
+    name = "snowflake"
+    max_identifier_length = 255
+    TYPE_NAMES = {
+        LogicalType.BOOLEAN: "BOOLEAN",
+        LogicalType.INTEGER: "NUMBER(38,0)",
+        LogicalType.DOUBLE: "FLOAT",
+        LogicalType.TEXT: "VARCHAR",  # no length: the largest Snowflake allows, so stack traces fit
+        LogicalType.JSON: "VARIANT",
+        LogicalType.BYTES: "BINARY",
+        LogicalType.TIMESTAMP_TZ: "TIMESTAMP_TZ(6)",  # microseconds, like the source
+        LogicalType.TIMESTAMP: "TIMESTAMP_NTZ(6)",
+        LogicalType.DATE: "DATE",
+    }
+    REPORTED_TYPES = {
+        LogicalType.INTEGER: "NUMBER",
+        LogicalType.TEXT: "TEXT",
+        LogicalType.TIMESTAMP_TZ: "TIMESTAMP_TZ",
+        LogicalType.TIMESTAMP: "TIMESTAMP_NTZ",
+    }
+
+    def fold(self, identifier: str) -> str:
+        return identifier.upper()
+
+    def create_staging(self, staging: str, columns: Sequence[ColumnSpec]) -> Statement:
+        base = super().create_staging(staging, columns)
+        return StagingStatement(base.sql, (), "create", staging, tuple(columns))
+
+    def drop_staging(self, staging: str) -> Statement:
+        return StagingStatement(super().drop_staging(staging).sql, (), "drop", staging)
+
+    def empty_staging(self, staging: str) -> Statement:
+        """Empty a staging table inside a transaction (``DELETE`` is DML; a re-create would commit)."""
+        return Statement(f"DELETE FROM {self.quote(staging)}")
+
+    def companion_staging(self, staging: str) -> str | None:
+        """The key-staging table of a row-staging table (same length prefix, so truncation maps one to one)."""
+        rows, keys = self.staging_name("", "rows"), self.staging_name("", "keys")
+        return keys + staging[len(rows):] if staging.startswith(rows) else None
+
+    # ---- session -------------------------------------------------------------------------------------------
+    def use_schema(self, schema: str) -> Statement:
+        return Statement(f"USE SCHEMA {self.quote_schema(schema)}")
+
+    def table_stage(self, database: str, schema: str, staging: str) -> str:
+        """``@DB."schema".%NAME``: the table's own stage, so no stage object has to be created (no DDL)."""
+        name = self.fold(staging)
+        name = name if _UNQUOTED.match(name) else self.quote(staging)
+        return f"@{self.quote(database)}.{self.quote_schema(schema)}.%{name}"
+
+    def put(self, path: Path, stage: str) -> Statement:
+        """PUT takes no bind parameters; ``path`` is a file name this process generated, quoted as a literal."""
+        literal = "'file://" + path.as_posix().replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return Statement(f"PUT {literal} {stage} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+
+    def load_expression(self, column: ColumnSpec) -> str:
+        field = "$1:" + '"' + column.name.replace('"', '""') + '"'
+        if column.logical_type is LogicalType.JSON:
+            return f"PARSE_JSON({field})"
+        return f"{field}::{self.type_name(column.logical_type)}"
+
+    def copy_into(self, staging: str, stage: str, columns: Sequence[ColumnSpec]) -> Statement:
+        """Load every Parquet file of the stage; ``PURGE`` removes them, so a retry never loads a file twice."""
+        fields = ", ".join(self.load_expression(c) for c in columns)
+        return Statement(
+            f"COPY INTO {self.quote(staging)} ({self.column_list([c.name for c in columns])}) "
+            f"FROM (SELECT {fields} FROM {stage}) FILE_FORMAT = (TYPE = PARQUET) PURGE = TRUE"
+        )
+
+    # ---- the cycle lock: a lease row ------------------------------------------------------------------------
+    def create_lock_table(self, schema: str) -> Statement:
+        columns = [ColumnSpec("lock_name", LogicalType.TEXT), ColumnSpec("holder", LogicalType.TEXT),
+                   ColumnSpec("expires_at", LogicalType.TIMESTAMP_TZ)]
+        return self.create_table(schema, LOCKS, columns)
+
+    def acquire_lease(self, schema: str, lock: str, holder: str, now: datetime, expires: datetime) -> Statement:
+        """Take the lease if nobody holds it or the holder's lease expired. MERGE statements on one table are
+        serialized by Snowflake, so two cycles cannot both see the lease free."""
+        p = self.placeholder
+        name, owner, until = self.quote("lock_name"), self.quote("holder"), self.quote("expires_at")
+        return Statement(
+            f"MERGE INTO {self.table(schema, LOCKS)} AS t USING (SELECT {p} AS {name}, {p} AS {owner}, "
+            f"{p} AS {until}) AS s ON t.{name} = s.{name} "
+            f"WHEN MATCHED AND t.{until} < {p} THEN UPDATE SET {owner} = s.{owner}, {until} = s.{until} "
+            f"WHEN NOT MATCHED THEN INSERT ({name}, {owner}, {until}) VALUES (s.{name}, s.{owner}, s.{until})",
+            (lock, holder, expires, now),
+        )
+
+    def lease_holder(self, schema: str, lock: str) -> Statement:
+        return Statement(
+            f"SELECT {self.quote('holder')} FROM {self.table(schema, LOCKS)} "
+            f"WHERE {self.quote('lock_name')} = {self.placeholder}",
+            (lock,),
+        )
+
+    def renew_lease(self, schema: str, lock: str, holder: str, expires: datetime) -> Statement:
+        p = self.placeholder
+        return Statement(
+            f"UPDATE {self.table(schema, LOCKS)} SET {self.quote('expires_at')} = {p} "
+            f"WHERE {self.quote('lock_name')} = {p} AND {self.quote('holder')} = {p}",
+            (expires, lock, holder),
+        )
+
+    def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
+        p = self.placeholder
+        return Statement(
+            f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
+            f"AND {self.quote('holder')} = {p}",
+            (lock, holder),
+        )
+
+
+def is_ddl(statement: Statement) -> bool:
+    return statement.sql.lstrip().upper().startswith(DDL_VERBS)
+
+
+# ---- settings ---------------------------------------------------------------------------------------------------
+CONNECT_OPTIONS = {
+    "account", "user", "password", "database", "warehouse", "role", "authenticator", "token", "host", "port",
+    "region", "login_timeout", "network_timeout", "private_key", "private_key_file", "private_key_file_pwd",
+    "session_parameters", "client_session_keep_alive", "insecure_mode", "ocsp_fail_open", "protocol",
+}
+AIRFLOW_EXTRAS = ("account", "warehouse", "database", "role", "region", "authenticator", "host", "token",
+                  "insecure_mode", "client_session_keep_alive")
+
+
+def snowflake_settings_from_connection(connection: Mapping[str, Any]) -> tuple[URL, dict[str, Any]]:
+    """An Airflow Snowflake connection (``login``, ``password``, ``schema``, ``extra`` with ``account``,
+    ``warehouse``, ``database``, ``role``, ``private_key_file``, ``private_key_content``, ``authenticator``, …)
+    as a destination URL plus driver options. Secrets go to the options, never into the URL."""
+    extra = dict(connection.get("extra") or connection.get("extra_dejson") or {})
+    for key in list(extra):  # Airflow 2 UI stored extras as extra__snowflake__account
+        if key.startswith("extra__snowflake__"):
+            extra.setdefault(key.removeprefix("extra__snowflake__"), extra.pop(key))
+    account = extra.get("account") or connection.get("host")
+    if not account:
+        raise ConfigError("The Snowflake connection has no account: set extra.account (e.g. xy12345.eu-west-1).")
+    database = extra.get("database")
+    query = {k: str(extra[k]) for k in ("warehouse", "role") if extra.get(k)}
+    url = URL.create("snowflake", username=connection.get("login"), host=str(account), database=database,
+                     query=query)
+    options: dict[str, Any] = {k: extra[k] for k in AIRFLOW_EXTRAS if extra.get(k) and k not in {"account", "database",
+                                                                                                 "warehouse", "role"}}
+    if connection.get("password"):
+        options["password"] = connection["password"]
+    if extra.get("private_key_file"):
+        options["private_key_file"] = extra["private_key_file"]
+    if extra.get("private_key_content"):
+        options["private_key_content"] = extra["private_key_content"]
+    if (extra.get("private_key_file") or extra.get("private_key_content")) and connection.get("password"):
+        # Airflow holds the key's passphrase in the password field when a key is configured.
+        options["private_key_passphrase"] = options.pop("password")
+    return url, options
+
+
+def load_private_key(content: str | bytes, passphrase: str | None) -> bytes:
+    """A PEM private key (optionally encrypted) as the DER bytes the connector takes."""
+    from cryptography.hazmat.primitives import serialization
+
+    data = content.encode() if isinstance(content, str) else content
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"The Snowflake private key cannot be read ({type(error).__name__}): check that it is PEM and that the "
+            "passphrase is right."
+        ) from None
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def connect_arguments(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Driver keyword arguments from ``snowflake://user:password@account/database?warehouse=…&role=…`` + options."""
+    options = dict(options)
+    arguments: dict[str, Any] = {"account": url.host, "user": url.username, "database": url.database,
+                                 "autocommit": True}
+    if url.password:
+        arguments["password"] = url.password
+    for key, value in url.query.items():
+        arguments[key] = value if isinstance(value, str) else value[0]
+    passphrase = options.pop("private_key_passphrase", None) or options.pop("private_key_file_pwd", None)
+    content = options.pop("private_key_content", None)
+    key_file = options.pop("private_key_file", None)
+    if content or key_file:
+        pem = content if content else Path(key_file).expanduser().read_bytes()
+        arguments["private_key"] = load_private_key(pem, passphrase)
+        arguments.setdefault("authenticator", "SNOWFLAKE_JWT")
+        arguments.pop("password", None)
+    unknown = set(options) - CONNECT_OPTIONS - {"lock_lease_seconds"}
+    if unknown:
+        raise ConfigError(f"Unknown Snowflake option(s) {', '.join(sorted(unknown))}: use connector arguments.")
+    arguments.update({k: v for k, v in options.items() if k in CONNECT_OPTIONS})
+    # Instants are read and written in UTC whatever the account's default time zone is.
+    arguments["session_parameters"] = {**arguments.get("session_parameters", {}), "TIMEZONE": "UTC"}
+    if not arguments.get("account"):
+        raise ConfigError("The Snowflake URL has no account: write snowflake://user@ACCOUNT/DATABASE.")
+    if not arguments.get("database"):
+        raise ConfigError("The Snowflake URL has no database: write snowflake://user@account/DATABASE.")
+    return arguments
+
+
+class SnowflakeDestination(Destination):
+    dialect = SnowflakeDialect()
+
+    def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
+        import snowflake.connector
+
+        super().__init__(url, options)
+        arguments = connect_arguments(url, self.options)
+        self.database = str(arguments["database"])
+        self.lease_seconds = float(self.options.get("lock_lease_seconds", DEFAULT_LEASE_SECONDS))
+        try:
+            self._connection = snowflake.connector.connect(**arguments)
+        except snowflake.connector.errors.Error as error:
+            raise DestinationError(
+                f"Cannot connect to Snowflake {redact(url)} (error {getattr(error, 'errno', '?')}): check the "
+                "account, user, credentials, database and warehouse."
+            ) from None
+        self._cursor = self._connection.cursor()
+        self._want_transaction = False
+        self._in_transaction = False
+        self._deferred: list[Statement] = []
+        self._staging: dict[str, tuple[ColumnSpec, ...]] = {}
+        self._lease: tuple[str, str] | None = None  # (schema, holder)
+        self._schema: str | None = None
+
+    # ---- statements -----------------------------------------------------------------------------------------
+    def _run(self, statement: Statement) -> Any:
+        import snowflake.connector
+
+        try:
+            return self._cursor.execute(statement.sql, statement.params or None)
+        except snowflake.connector.errors.Error as error:
+            errno, sqlstate = getattr(error, "errno", None), getattr(error, "sqlstate", None)
+            kind = TransientDestinationError if is_transient(errno, sqlstate) else TerminalDestinationError
+            raise kind(f"Snowflake {redact(self.url)} failed (error {errno}, {sqlstate}): {error.msg}") from error
+
+    def execute(self, statement: Statement) -> int:
+        if isinstance(statement, StagingStatement):
+            return self._staging_ddl(statement)
+        if is_ddl(statement):
+            if self._in_transaction:
+                raise TerminalDestinationError(
+                    "A schema change was requested after the table's data changes began; on Snowflake it would "
+                    "commit them early. This is a bug in cdc_sync: please report it."
+                )
+            self._run(statement)
+            return -1
+        self._ensure_transaction()
+        cursor = self._run(statement)
+        return cursor.rowcount if cursor.rowcount is not None else -1
+
+    def _staging_ddl(self, statement: StagingStatement) -> int:
+        if statement.action == "drop":
+            if self._in_transaction:
+                self._deferred.append(statement)
+            else:
+                self._run(statement)
+                self._staging.pop(statement.staging, None)
+            return -1
+        existing = self._staging.get(statement.staging)
+        if self._in_transaction:
+            if existing is None or not {c.name for c in statement.columns} <= {c.name for c in existing}:
+                raise TerminalDestinationError(
+                    f"Staging table {statement.staging} was not prepared before the transaction: this is a bug in "
+                    "cdc_sync, please report it."
+                )
+            self._run(self.dialect.empty_staging(statement.staging))
+            self._deferred = [d for d in self._deferred if getattr(d, "staging", None) != statement.staging]
+            self._deferred.append(self.dialect.drop_staging(statement.staging))
+            return -1
+        self._run(statement)
+        self._staging[statement.staging] = statement.columns
+        companion = self.dialect.companion_staging(statement.staging)
+        if companion and companion not in self._staging:
+            # Deletes are reconciled after the MERGE; their key table must already exist by then.
+            self._run(self.dialect.drop_staging(companion))
+            self._run(self.dialect.create_staging(companion, statement.columns))
+            self._staging[companion] = statement.columns
+        return -1
+
+    def query(self, statement: Statement) -> list[tuple[Any, ...]]:
+        return list(self._run(statement).fetchall())
+
+    # ---- transactions ----------------------------------------------------------------------------------------
+    def _ensure_transaction(self) -> None:
+        if self._want_transaction and not self._in_transaction:
+            self._run(Statement("BEGIN"))
+            self._in_transaction = True
+
+    def begin(self) -> None:
+        self._want_transaction = True
+
+    def _finish(self, verb: str) -> None:
+        try:
+            if self._in_transaction:
+                if verb == "COMMIT" and self._lease:
+                    schema, holder = self._lease
+                    self._run(self.dialect.renew_lease(schema, self._lock_name(schema), holder, self._expiry()))
+                self._run(Statement(verb))
+        finally:
+            self._want_transaction = self._in_transaction = False
+            deferred, self._deferred = self._deferred, []
+            for statement in deferred:
+                self._staging_ddl(statement)  # type: ignore[arg-type]
+
+    def commit(self) -> None:
+        self._finish("COMMIT")
+
+    def rollback(self) -> None:
+        self._finish("ROLLBACK")
+
+    # ---- bulk load ---------------------------------------------------------------------------------------------
+    def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
+        """Write batches to Parquet files of at most ROWS_PER_FILE rows, PUT each, then one COPY INTO."""
+        if self._schema is None:
+            raise TerminalDestinationError("Snowflake staging needs the cycle lock (and its schema) first.")
+        stage = self.dialect.table_stage(self.database, self._schema, staging)
+        directory = Path(tempfile.mkdtemp(prefix="cdc_sync_sf_"))
+        rows = files = 0
+        writer: pq.ParquetWriter | None = None
+        in_file = 0
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                if writer is None:
+                    files += 1
+                    path = directory / f"{staging.lower()}_{uuid.uuid4().hex}.parquet"
+                    writer = pq.ParquetWriter(path, batch.schema)
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                in_file += batch.num_rows
+                if in_file >= ROWS_PER_FILE:
+                    writer.close()
+                    self._run(self.dialect.put(path, stage))
+                    writer, in_file = None, 0
+            if writer is not None:
+                writer.close()
+                self._run(self.dialect.put(path, stage))
+            if files:
+                self._run(self.dialect.copy_into(staging, stage, columns))
+        finally:
+            if writer is not None:
+                writer.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        return rows
+
+    # ---- lock ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _lock_name(schema: str) -> str:
+        return f"cdc_sync:{schema}"
+
+    def _expiry(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
+
+    def try_lock(self, schema: str) -> bool:
+        """A lease row, not a session lock: Snowflake has no advisory locks, and a lease that expires lets the
+        next cycle proceed after a crashed one. The lease is taken in its own transaction and renewed with every
+        table commit, so a long cycle keeps it while a dead one loses it after ``lock_lease_seconds``."""
+        self.ensure_schema(schema)
+        self._run(self.dialect.use_schema(schema))
+        self._schema = schema
+        self._run(self.dialect.create_lock_table(schema))
+        holder = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        self._run(Statement("BEGIN"))
+        try:
+            self._run(self.dialect.acquire_lease(schema, self._lock_name(schema), holder, now, self._expiry()))
+            rows = self.query(self.dialect.lease_holder(schema, self._lock_name(schema)))
+            self._run(Statement("COMMIT"))
+        except BaseException:
+            self._run(Statement("ROLLBACK"))
+            raise
+        acquired = bool(rows) and rows[0][0] == holder
+        if acquired:
+            self._lease = (schema, holder)
+        return acquired
+
+    def unlock(self, schema: str) -> None:
+        if self._lease and self._lease[0] == schema:
+            self._run(self.dialect.release_lease(schema, self._lock_name(schema), self._lease[1]))
+            self._lease = None
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,245 @@
+"""Snowflake destination: full sync scenarios through fakesnow (in-process), plus the strict rules fakesnow skips.
+
+fakesnow accepts duplicate source keys in MERGE, folds identifiers loosely and rolls DDL back inside transactions;
+real Snowflake does none of these, so the statements this destination sends are also checked against those rules.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+import sqlglot
+from sqlglot import exp
+
+import cdc_sync
+from cdc_sync.destinations.dialect import ColumnSpec
+from cdc_sync.destinations.snowflake import (
+    SnowflakeDestination,
+    SnowflakeDialect,
+    connect_arguments,
+    snowflake_settings_from_connection,
+)
+from cdc_sync.errors import ConfigError
+from cdc_sync.types import LogicalType
+
+fakesnow = pytest.importorskip("fakesnow")
+
+SCHEMA = "airflow-qwe123"
+TABLES = ["dag", "dag_run", "task_instance", "import_error", "log", "dag_tag"]
+
+
+@pytest.fixture
+def snowflake_url(monkeypatch):
+    """A fakesnow session per test; returns the destination URL and a recorder of every statement sent.
+
+    fakesnow 0.12.1 emulates MERGE with a temporary table and records a NULL comment for it in another DuckDB
+    database, which DuckDB refuses inside a transaction; that bookkeeping of the emulator is skipped here.
+    """
+    import fakesnow.info_schema
+
+    comment_sql = fakesnow.info_schema.insert_table_comment_sql
+    monkeypatch.setattr(fakesnow.info_schema, "insert_table_comment_sql",
+                        lambda c, s, t, comment: comment_sql(c, s, t, comment) if comment is not None else "SELECT 1")
+    sent: list[str] = []
+    original = SnowflakeDestination._run
+
+    def recording(self, statement):
+        sent.append(statement.sql)
+        return original(self, statement)
+
+    with fakesnow.patch():
+        SnowflakeDestination._run = recording
+        try:
+            yield f"snowflake://cdc:secret@acct/MIRROR_{uuid.uuid4().hex[:6]}?warehouse=WH", sent
+        finally:
+            SnowflakeDestination._run = original
+
+
+def warehouse(url: str):
+    """A plain connector session on the mirror, the way a user would query it (schema set, names unquoted)."""
+    import snowflake.connector
+
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    connection = snowflake.connector.connect(account="acct", user="cdc", password="secret", database=database)
+    cursor = connection.cursor()
+    cursor.execute(f'USE SCHEMA "{SCHEMA}"')
+    return cursor
+
+
+def count(cursor, sql: str) -> int:
+    cursor.execute(sql)
+    return cursor.fetchone()[0]
+
+
+def test_initial_sync_updates_late_commit_and_soft_deletes(airflow3_source, snowflake_url):
+    url, sent = snowflake_url
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=TABLES, lookback_seconds=0)
+    assert report.ok, report.failed
+    cursor = warehouse(url)
+    # Unquoted names resolve to the upper-case tables: what users type.
+    assert count(cursor, "SELECT count(*) FROM task_instance") == 200
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE _cdc_deleted_at IS NULL") == 50
+    cursor.execute("SELECT conf:run FROM dag_run WHERE run_id = 'scheduled__7'")
+    assert str(cursor.fetchone()[0]) == "7"  # JSON arrived as VARIANT, not as a string
+    cursor.execute("SELECT executor_config, end_date FROM task_instance WHERE run_id = 'scheduled__1' "
+                   "AND task_id = 'task_1'")
+    blob, end_date = cursor.fetchone()
+    assert bytes(blob) == bytes.fromhex("80059503000000000000007d942e")
+    assert end_date.microsecond == 234567  # TIMESTAMP_TZ(6) keeps microseconds
+
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("UPDATE task_instance SET state = 'failed', updated_at = now() "
+                       "WHERE run_id = 'scheduled__3' AND task_id = 'task_2'")
+        # A late commit: stamped well before the watermark, committed after the first cycle.
+        source.execute("INSERT INTO dag_run (dag_id, run_id, run_after, state, run_type, clear_number, updated_at, "
+                       "logical_date) VALUES ('dag_1', 'late', now(), 'queued', 'manual', 0, "
+                       "now() - interval '3 days', now())")
+        source.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__4'")
+        source.execute("DELETE FROM dag_run WHERE run_id = 'scheduled__4'")
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=TABLES, lookback_seconds=4 * 86400)
+    assert report.ok, report.failed
+    assert count(cursor, "SELECT count(*) FROM task_instance WHERE state = 'failed'") == 1
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE run_id = 'late'") == 1
+    assert count(cursor, "SELECT count(*) FROM dag_run") == 51  # soft delete keeps the row
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE _cdc_deleted_at IS NOT NULL") == 1
+    assert count(cursor, "SELECT count(*) FROM task_instance WHERE _cdc_deleted_at IS NOT NULL") == 4
+    # Re-reading the whole overlap twice wrote no duplicate.
+    assert count(cursor, "SELECT count(*) FROM (SELECT dag_id, task_id, run_id, map_index FROM task_instance "
+                         "GROUP BY ALL HAVING count(*) > 1)") == 0
+    assert_strict_snowflake(sent)
+
+
+def test_failure_before_commit_loses_nothing_and_duplicates_nothing(airflow3_source, snowflake_url, monkeypatch):
+    url, sent = snowflake_url
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["dag_run"]).ok
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("UPDATE dag_run SET state = 'failed', updated_at = now() WHERE run_id = 'scheduled__9'")
+        source.execute("INSERT INTO dag_run (dag_id, run_id, run_after, state, run_type, clear_number, updated_at) "
+                       "VALUES ('dag_1', 'new_run', now(), 'queued', 'manual', 0, now())")
+    from cdc_sync.state import StateStore
+
+    def crash(self, watermark):
+        raise cdc_sync.DestinationError("injected crash before commit")
+
+    save_watermark = StateStore.save_watermark
+    monkeypatch.setattr(StateStore, "save_watermark", crash)
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["dag_run"], raise_on_failure=False)
+    assert not report.ok
+    cursor = warehouse(url)
+    # The MERGE ran before the crash but was rolled back with it.
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE run_id = 'new_run'") == 0
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE state = 'failed'") == 0
+    monkeypatch.setattr(StateStore, "save_watermark", save_watermark)
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["dag_run"]).ok
+    assert count(cursor, "SELECT count(*) FROM dag_run") == 51
+    assert count(cursor, "SELECT count(*) FROM dag_run WHERE state = 'failed'") == 1
+    assert_strict_snowflake(sent)
+
+
+def test_bulk_path_issues_a_bounded_number_of_statements(airflow3_source, snowflake_url):
+    url, sent = snowflake_url
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("INSERT INTO log (dttm, dag_id, event, owner, extra) SELECT now(), 'dag_1', 'bulk', 'x', "
+                       "'row ' || g FROM generate_series(1, 100000) AS g")
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["log"])
+    assert report.ok and report.tables[0].rows_read == 100030
+    assert count(warehouse(url), "SELECT count(*) FROM log") == 100030
+    assert not [s for s in sent if s.upper().startswith("INSERT INTO") and "_CDC_STAGE" in s.upper()]
+    assert sum(s.startswith("PUT ") for s in sent) == 1
+    assert len(sent) < 60, len(sent)
+
+
+def test_cycle_lock_is_a_lease(snowflake_url):
+    url, _ = snowflake_url
+    first = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
+    second = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"), {"lock_lease_seconds": 0})
+    try:
+        assert first.try_lock(SCHEMA)
+        assert not SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination")).try_lock(SCHEMA)
+        first.unlock(SCHEMA)
+        assert second.try_lock(SCHEMA)  # a lease of zero seconds is expired at once, as a crashed cycle's would be
+        assert first.try_lock(SCHEMA)
+    finally:
+        first.close()
+        second.close()
+
+
+def assert_strict_snowflake(sent: list[str]) -> None:
+    """What real Snowflake enforces and fakesnow does not."""
+    in_transaction = False
+    for sql in sent:
+        verb = sql.split(None, 1)[0].upper()
+        if verb == "BEGIN":
+            in_transaction = True
+        elif verb in {"COMMIT", "ROLLBACK"}:
+            in_transaction = False
+        elif verb in {"CREATE", "ALTER", "DROP"}:
+            assert not in_transaction, f"DDL inside a transaction would commit it on Snowflake: {sql}"
+        if verb == "MERGE" and "_CDC_LOCKS" not in sql:
+            assert_deduplicated_merge(sql)
+        if verb == "CREATE" and "TEMPORARY" in sql:
+            assert not sqlglot.parse_one(sql, read="snowflake").this.this.db, "temporary tables are unqualified"
+
+
+def assert_deduplicated_merge(sql: str) -> None:
+    merge = sqlglot.parse_one(sql.replace("%s", "NULL"), read="snowflake")
+    assert isinstance(merge, exp.Merge)
+    source = merge.args["using"]
+    assert isinstance(source, exp.Subquery), "MERGE source must be a deduplicating subquery"
+    windows = list(source.find_all(exp.Window))
+    assert windows and isinstance(windows[0].this, exp.RowNumber)
+    on_columns = {c.name for c in merge.args["on"].find_all(exp.Column) if c.table == "t"}
+    partition = {c.name for c in windows[0].args["partition_by"]}
+    assert on_columns == partition, "dedup partition must be exactly the MERGE key"
+
+
+def test_strict_rules_catch_an_undeduplicated_merge():
+    with pytest.raises(AssertionError):
+        assert_deduplicated_merge('MERGE INTO "S"."T" AS t USING "STAGE" AS s ON t."ID" = s."ID" '
+                                  'WHEN NOT MATCHED THEN INSERT ("ID") VALUES (s."ID")')
+
+
+def test_identifiers_upper_case_and_schema_as_given():
+    dialect = SnowflakeDialect()
+    assert dialect.table(SCHEMA, "task_instance") == '"airflow-qwe123"."TASK_INSTANCE"'
+    stage = dialect.table_stage("mirror", SCHEMA, "_cdc_stage_rows_dag")
+    assert stage == '@"MIRROR"."airflow-qwe123".%_CDC_STAGE_ROWS_DAG'
+    assert dialect.companion_staging(dialect.staging_name("x" * 300)) == dialect.staging_name("x" * 300, "keys")
+    copy = dialect.copy_into("_cdc_stage_rows_t", "@X", [ColumnSpec("conf", LogicalType.JSON),
+                                                          ColumnSpec("at", LogicalType.TIMESTAMP_TZ)])
+    assert 'PARSE_JSON($1:"conf")' in copy.sql and '$1:"at"::TIMESTAMP_TZ(6)' in copy.sql
+
+
+def test_settings_from_an_airflow_connection(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.BestAvailableEncryption(b"pass phrase")).decode()
+    url, options = snowflake_settings_from_connection({
+        "login": "loader", "password": "pass phrase", "schema": "airflow",
+        "extra": {"account": "xy12345.eu-west-1", "warehouse": "LOAD_WH", "database": "ANALYTICS",
+                  "role": "LOADER", "private_key_content": pem},
+    })
+    assert url.render_as_string(hide_password=False) == (
+        "snowflake://loader@xy12345.eu-west-1/ANALYTICS?role=LOADER&warehouse=LOAD_WH")
+    arguments = connect_arguments(url, options)
+    assert arguments["authenticator"] == "SNOWFLAKE_JWT" and "password" not in arguments
+    assert serialization.load_der_private_key(arguments["private_key"], None).key_size == 2048
+    key_file = tmp_path / "key.p8"
+    key_file.write_text(pem)
+    _, file_options = snowflake_settings_from_connection({
+        "login": "loader", "password": "wrong", "extra": {"account": "a", "database": "D",
+                                                           "private_key_file": str(key_file)}})
+    with pytest.raises(ConfigError) as error:
+        connect_arguments(url, file_options)
+    assert "wrong" not in str(error.value)
+    password_url, password_options = snowflake_settings_from_connection(
+        {"login": "u", "password": "pw", "extra": {"account": "a", "database": "D", "authenticator": "oauth",
+                                                   "token": "t"}})
+    assert "pw" not in str(password_url) and password_options == {"password": "pw", "authenticator": "oauth",
+                                                                  "token": "t"}
+
