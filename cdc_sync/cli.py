@@ -162,6 +162,7 @@ def demo(workdir: str) -> None:
     """Build a real Airflow metadata DB (SQLite) with sample runs and mirror it into a local DuckDB file."""
     from cdc_sync.demo import run_demo
 
+    _logging(False)
     try:
         run_demo(workdir, console)
     except CdcSyncError as error:

@@ -123,11 +123,6 @@ class TableCycle:
         destination, dialect, schema = self.destination, self.dialect, self.schema
         started = utc_now()
         horizon = snapshot.horizon
-        if not horizon.sees_open_writes:
-            report.warnings.append(
-                "The source role cannot see other sessions' transactions; late commits are covered only by the "
-                "lookback. Grant pg_read_all_stats (PostgreSQL) or PROCESS (MySQL) to close the gap."
-            )
         key_changed = previous is not None and previous.merge_key not in (None, ",".join(plan.merge_key))
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
@@ -273,6 +268,13 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             )
         if resync_only:
             plans = [plan for plan in plans if plan.name in resync_only]
+        if source.open_writes_hint:
+            with source.snapshot() as snapshot:
+                if not snapshot.horizon.sees_open_writes:
+                    report.warnings.append(
+                        "The source role cannot see other sessions' open transactions, so late commits are covered "
+                        f"only by the {config.lookback_seconds:g} s lookback: {source.open_writes_hint}."
+                    )
         with open_destination(config.destination_url, config.destination_options) as destination:
             if not destination.try_lock(config.schema):
                 raise CycleAlreadyRunningError(

@@ -86,6 +86,8 @@ class Source(ABC):
     engine: str
     # Whether read_rows accepts a RowVersionFilter (PostgreSQL's xmin).
     has_row_versions: bool = False
+    # What to grant when the horizon cannot see other sessions' writes; None where the engine never can.
+    open_writes_hint: str | None = None
 
     @abstractmethod
     def list_tables(self) -> list[str]:

@@ -147,6 +147,7 @@ class PostgresSnapshot(SourceSnapshot):
 class PostgresSource(Source):
     engine = "postgresql"
     has_row_versions = True
+    open_writes_hint = "grant pg_read_all_stats to the source role (or use Airflow's own role)"
 
     def __init__(self, url: URL) -> None:
         import psycopg
