@@ -134,7 +134,7 @@ def mysql_connect(database: str | None = None, **options):
                            init_command="SET time_zone = '+00:00'", **options)
 
 
-def mysql_execute(sql: str, params: tuple = (), database: str | None = None) -> None:
+def mysql_execute(sql: str, params: tuple | None = None, database: str | None = None) -> None:
     with mysql_connect(database, autocommit=True) as connection, connection.cursor() as cursor:
         cursor.execute(sql, params)
 
@@ -262,8 +262,9 @@ def airflow3_rows(*, dags: int = 5, runs: int = 50, tasks_per_run: int = 4, jobs
         at = base + dt.timedelta(minutes=r)
         dag_id, run_id = f"dag_{r % dags + 1}", f"scheduled__{r}"
         updated = now - dt.timedelta(days=2) + dt.timedelta(seconds=r, microseconds=r * 7 % 1_000_000)
-        run_rows.append((dag_id, run_id, at, at, at, at + dt.timedelta(minutes=5), "success", "scheduled",
-                         json.dumps({"run": r, "note": "ok ✓", "nested": {"a": [1, 2]}}, ensure_ascii=False), at, at, at, at, updated, 0))
+        conf = json.dumps({"run": r, "note": "ok ✓", "nested": {"a": [1, 2]}}, ensure_ascii=False)
+        run_rows.append((dag_id, run_id, at, at, at, at + dt.timedelta(minutes=5), "success", "scheduled", conf,
+                         at, at, at, at, updated, 0))
         for t in range(1, tasks_per_run + 1):
             ti_rows.append((
                 str(uuid_module.uuid4()), f"task_{t}", dag_id, run_id, -1, at,

@@ -63,3 +63,49 @@ def destination(request: pytest.FixtureRequest) -> str:
     """Every core scenario runs against both built-in destinations."""
     fixture = "duckdb_destination" if request.param == "duckdb" else "postgres_destination"
     return request.getfixturevalue(fixture)
+
+
+@pytest.fixture(scope="session")
+def mysql_available() -> None:
+    from tests.airflow_schema import mysql_connect
+
+    require_service("MariaDB/MySQL at 127.0.0.1:3306", lambda: mysql_connect(connect_timeout=3).close())
+
+
+@pytest.fixture(scope="session")
+def mysql_airflow3_template(mysql_available: None) -> str:
+    from tests.airflow_schema import mysql_airflow3_template as build
+
+    return build()
+
+
+@pytest.fixture
+def mysql_airflow3_source(mysql_airflow3_template: str) -> str:
+    """A fresh MariaDB database with the real Airflow 3 schema and scheduler-like rows; dropped afterwards."""
+    from tests.airflow_schema import fill_airflow3_mysql, mysql_copy_database, mysql_execute
+
+    name = f"cdc_src_{uuid.uuid4().hex[:10]}"
+    url = mysql_copy_database(mysql_airflow3_template, name)
+    fill_airflow3_mysql(url)
+    yield url
+    mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="session")
+def sqlite_airflow3_template(tmp_path_factory: pytest.TempPathFactory):
+    from tests.airflow_schema import sqlite_airflow3_template as build
+
+    return build(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture
+def sqlite_airflow3_source(sqlite_airflow3_template, tmp_path) -> str:
+    """A copy of the migrated SQLite Airflow 3 file, filled with scheduler-like rows; its URL."""
+    import shutil
+
+    from tests.airflow_schema import fill_airflow3_sqlite
+
+    path = tmp_path / "airflow.db"
+    shutil.copyfile(sqlite_airflow3_template, path)
+    fill_airflow3_sqlite(path)
+    return f"sqlite:///{path}"

@@ -184,7 +184,7 @@ class MySQLSnapshot(SourceSnapshot):
         # Unbuffered: rows stay on the server until fetched, so memory holds one batch at a time.
         cursor = self._connection.cursor(pymysql.cursors.SSCursor)
         try:
-            cursor.execute(sql, params)
+            cursor.execute(sql, params or None)  # without parameters, a '%' in a name must stay as it is
             for batch in csv_batches(ChunkReader(_lines(cursor)), padded, hex_prefix=""):
                 yield batch if padded is columns else batch.drop_columns([PAD_COLUMN])
         except pymysql.Error as error:
@@ -225,6 +225,7 @@ def _lines(cursor: Any) -> Iterator[bytes]:
 
 class MySQLSource(Source):
     engine = "mysql"
+    open_writes_hint = "grant PROCESS to the source user (GRANT PROCESS ON *.* TO 'user'@'host')"
 
     def __init__(self, url: URL) -> None:
         import pymysql
@@ -252,10 +253,19 @@ class MySQLSource(Source):
 
         try:
             with self._connection.cursor() as cursor:
-                cursor.execute(sql, params)
+                cursor.execute(sql, params or None)
                 return list(cursor.fetchall())
         except pymysql.Error as error:
             raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error)}") from error
+
+    def _reconnect_if_lost(self) -> None:
+        """A source kept open across a long cycle may have been dropped by the server (wait_timeout)."""
+        import pymysql
+
+        try:
+            self._connection.ping(reconnect=False)
+        except pymysql.Error:
+            self._connection.connect()  # runs init_command again
 
     def list_tables(self) -> list[str]:
         return [row[0] for row in self._query(TABLES_SQL)]
@@ -305,7 +315,7 @@ class MySQLSource(Source):
         import pymysql
 
         try:
-            self._connection.ping(reconnect=True)
+            self._reconnect_if_lost()
             # The horizon is measured before the snapshot opens: a writer that commits in between is then
             # either visible to the snapshot or was counted as open.
             horizon = self._horizon()
