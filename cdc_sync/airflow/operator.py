@@ -1,0 +1,162 @@
+"""The operator behind ``@task.datacoves_airflow_db_sync``: one task run is one cdc_sync cycle.
+
+Arguments are checked when the DAG is parsed, without touching any database; connections are read and the
+source is introspected only when the task runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cdc_sync.airflow import resolve
+from cdc_sync.airflow.compat import AirflowFailException, BaseOperator, OutletAsset
+from cdc_sync.airflow.connections import engine_for_db_type
+from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
+from cdc_sync.api import sync
+from cdc_sync.catalog import DEFAULT_TABLES
+from cdc_sync.config import DELETE_MODES
+from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.report import CycleReport
+from cdc_sync.urls import redact
+
+# What the decorated function may return (a dict with any of these keys) to adjust one run.
+OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
+                                 "hash_columns", "lookback_seconds"})
+
+
+def _names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{option} must be a list of table names, e.g. ['dag_run', 'task_instance'].")
+    return tuple(value)
+
+
+def planned_tables(tables: Iterable[str] | None = None, additional_tables: Iterable[str] | None = None) \
+        -> list[str] | None:
+    """The tables a configuration names, without asking the database; None for ``tables=[]`` (every table)."""
+    chosen = DEFAULT_TABLES if tables is None else tuple(tables)
+    if tables is not None and not chosen:
+        return None
+    return list(dict.fromkeys((*chosen, *(additional_tables or ()))))
+
+
+class AirflowDbSyncOperator(BaseOperator):
+    """Mirror the Airflow metadata database into the warehouse behind ``connection_id`` (one cycle per run).
+
+    :param db_type: ``snowflake``, ``redshift``, ``postgres``/``postgresql`` or ``duckdb``.
+    :param connection_id: the Airflow connection of the warehouse.
+    :param tables: replaces the default tables; ``[]`` syncs every table of the metadata database.
+    :param additional_tables: added to the default tables (or to ``tables``).
+    :param destination_schema: default ``airflow-{environment slug}`` (see :mod:`cdc_sync.airflow.naming`).
+    :param source_connection_id: connection to the metadata database (default ``airflow_db``).
+    :param source_url: the metadata database URL, instead of a connection.
+    :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds: as in :func:`cdc_sync.sync`.
+    :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
+        tasks) before failing.
+    """
+
+    template_fields = ("tables", "additional_tables", "destination_schema")
+    ui_color = "#d9ecf2"
+
+    def __init__(
+        self,
+        *,
+        db_type: str,
+        connection_id: str,
+        tables: Iterable[str] | None = None,
+        additional_tables: Iterable[str] | None = None,
+        destination_schema: str | None = None,
+        source_connection_id: str = resolve.DEFAULT_SOURCE_CONNECTION_ID,
+        source_url: str | None = None,
+        deletes: str = "soft",
+        table_deletes: Mapping[str, str] | None = None,
+        include_columns: Iterable[str] | None = None,
+        hash_columns: Iterable[str] | None = None,
+        lookback_seconds: float = 5.0,
+        lock_wait_seconds: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        engine_for_db_type(db_type)
+        if not connection_id or not isinstance(connection_id, str):
+            raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
+        if deletes not in DELETE_MODES:
+            raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
+        self.db_type = db_type
+        self.connection_id = connection_id
+        self.tables = _names(tables, "tables")
+        self.additional_tables = _names(additional_tables, "additional_tables") or ()
+        self.destination_schema = destination_schema or default_destination_schema()
+        self.source_connection_id = source_connection_id
+        self.source_url = source_url
+        self.sync_options: dict[str, Any] = {
+            "deletes": deletes, "table_deletes": dict(table_deletes or {}),
+            "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
+            "lookback_seconds": lookback_seconds,
+        }
+        self.lock_wait_seconds = lock_wait_seconds
+        if "outlets" not in kwargs:
+            # Every table this task may sync is an asset; a run publishes only the tables it synced.
+            kwargs["outlets"] = [OutletAsset(table_asset_uri(self.destination_schema, table))
+                                 for table in planned_tables(self.tables, self.additional_tables) or ()]
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self.run_cycle(None)
+
+    def run_cycle(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """One cycle; a bad request fails the task without retries, a failed table fails it after the others
+        were synced (so Airflow retries and alerts). Returns the cycle summary (the XCom)."""
+        try:
+            report = self._sync(self._request(overrides))
+        except ConfigError as error:
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from None
+        # The core logs each table's strategy, rows and timing as it commits; this closes the cycle.
+        summary = report.summary()
+        self.log.info("Cycle %s: %d table(s) synced into %r in %ss", report.cycle_id, len(report.tables),
+                      report.schema, summary["seconds"])
+        self._publish_synced(report)
+        return summary
+
+    def _request(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ConfigError(
+                f"The decorated function returned {type(overrides).__name__}: return None or a dict with any of "
+                f"{', '.join(sorted(OVERRIDABLE_OPTIONS))}."
+            )
+        unknown = set(overrides or {}) - OVERRIDABLE_OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"The decorated function returned unknown option(s) {', '.join(sorted(unknown))}: use any of "
+                f"{', '.join(sorted(OVERRIDABLE_OPTIONS))}."
+            )
+        engine_for_db_type(self.db_type)  # templated or mapped values are checked again at run time
+        request = {"tables": self.tables, "additional_tables": self.additional_tables, **self.sync_options,
+                   **dict(overrides or {})}
+        request["tables"] = _names(request["tables"], "tables")
+        request["additional_tables"] = _names(request["additional_tables"], "additional_tables")
+        return request
+
+    def _sync(self, request: dict[str, Any]) -> CycleReport:
+        source_url = resolve.source(self.source_url, self.source_connection_id)
+        destination_url, options = resolve.destination(self.db_type, self.connection_id)
+        self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
+                      self.destination_schema, redact(destination_url))
+        deadline = time.monotonic() + self.lock_wait_seconds
+        while True:
+            try:
+                return sync(source_url, destination_url, self.destination_schema, destination_options=options,
+                            **request)
+            except CycleAlreadyRunningError:
+                if time.monotonic() >= deadline:
+                    raise
+                self.log.info("Another cycle holds schema %r; waiting for it", self.destination_schema)
+                time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+
+    def _publish_synced(self, report: CycleReport) -> None:
+        """Keep as outlets only the tables this run synced, so their asset events mean fresh data."""
+        synced = {table_asset_uri(report.schema, table.table) for table in report.tables if table.status == "ok"}
+        self.outlets = [asset for asset in self.outlets
+                        if not isinstance(asset, OutletAsset) or asset.uri in synced]
