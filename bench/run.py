@@ -1,0 +1,297 @@
+"""Benchmark: cdc_sync against dlt and the raw COPY floor, on a real Airflow 3 schema in the local PostgreSQL.
+
+Every measured step is a whole separate process (so interpreter start and imports count), timed by wall clock,
+its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side by side:
+
+- ``floor``: COPY each default table to memory, parse with Arrow, load into a fresh DuckDB file (bench/floor.py);
+- ``initial``: first sync of the default tables into a fresh DuckDB file;
+- ``burst``: a cycle after 20,000 task instances and 100 runs changed (a scheduler finishing 1,000 runs);
+- ``no_change``: a cycle right after, with nothing changed.
+
+Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt]
+Results: bench/results/bench-x<scale>-<time>.json, and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import dataset as bench_dataset  # noqa: E402  (bench/ is put on the path above)
+
+RESULTS = BENCH / "results"
+BENCH_VENV = ROOT / ".venv-bench"
+REQUIREMENTS = BENCH / "requirements-dlt.txt"
+CDC_SYNC = Path(sys.executable).with_name("cdc-sync")
+# The default tables that exist in an Airflow 3 schema without the FAB auth manager (ab_* and task_fail do not).
+TABLES = ("dag", "dag_run", "dag_tag", "import_error", "job", "task_instance")
+SCENARIOS = ("initial", "burst", "no_change")
+
+
+@dataclass
+class Measure:
+    """One process: wall seconds from spawn to exit, and its peak resident memory."""
+
+    seconds: float
+    peak_rss_mib: float
+    detail: dict = field(default_factory=dict)
+
+
+def run_process(command: list[str], log_name: str, env: dict[str, str] | None = None) -> tuple[Measure, str]:
+    """Run a command to completion; its stderr goes to a log file, its stdout is returned."""
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{log_name}.out", "w") as out, open(logs / f"{log_name}.err", "w") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+    stdout = (logs / f"{log_name}.out").read_text()
+    if process.returncode != 0:
+        tail = (logs / f"{log_name}.err").read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(command[:3])} … exited with {process.returncode}:\n{tail}")
+    return Measure(round(seconds, 3), round(usage.ru_maxrss / 1024, 1)), stdout
+
+
+def ensure_bench_venv() -> Path:
+    """The dlt environment, created from bench/requirements-dlt.txt and rebuilt when that file changes."""
+    marker = BENCH_VENV / ".requirements-sha256"
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    python = BENCH_VENV / "bin" / "python"
+    if python.exists() and marker.exists() and marker.read_text() == digest:
+        return python
+    uv = shutil.which("uv") or "uv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([uv, "venv", "-q", "--allow-existing", "-p", base_python, str(BENCH_VENV)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "-p", str(python), "-r", str(REQUIREMENTS)], check=True)
+    marker.write_text(digest)
+    return python
+
+
+def source_ready(url: str, data: bench_dataset.Dataset) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3) as connection:
+            count = connection.execute("SELECT count(*) FROM task_instance").fetchone()[0]
+            logs = connection.execute("SELECT count(*) FROM log").fetchone()[0]
+    except psycopg.Error:
+        return False
+    return count == data.task_instances and logs >= data.logs
+
+
+class Bench:
+    def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None) -> None:
+        self.url = url
+        self.data = data
+        self.work = work
+        self.dlt_python = dlt_python
+        self.cdc_path = work / "cdc_sync.duckdb"
+        self.dlt_path = work / "dlt.duckdb"
+        self.dlt_pipelines = work / "dlt_pipelines"
+
+    def reset(self) -> None:
+        for path in (self.cdc_path, self.dlt_path, self.dlt_pipelines):
+            if path.is_dir():
+                shutil.rmtree(path)
+            for candidate in (path, Path(f"{path}.wal")):
+                candidate.unlink(missing_ok=True)
+
+    def floor(self, label: str) -> Measure:
+        target = self.work / "floor.duckdb"
+        target.unlink(missing_ok=True)
+        measure, stdout = run_process([sys.executable, str(BENCH / "floor.py"), self.url, str(target), *TABLES],
+                                      f"floor-{label}")
+        phases = json.loads(stdout)
+        total = {key: round(sum(table[key] for table in phases.values()), 3)
+                 for key in ("copy_s", "to_arrow_s", "load_s", "floor_s")}
+        measure.detail = {"all_tables": total,
+                          "task_instance": {k: round(v, 3) for k, v in phases["task_instance"].items()}}
+        target.unlink(missing_ok=True)
+        return measure
+
+    def cdc_sync(self, label: str) -> Measure:
+        command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
+                   "--schema", "airflow", "--json"]
+        measure, stdout = run_process(command, f"cdc_sync-{label}")
+        report = json.loads(stdout)
+        if not report["ok"]:
+            raise RuntimeError(f"cdc_sync reported failed tables: {report['tables']}")
+        measure.detail = {"rows_read": {name: t["rows_read"] for name, t in report["tables"].items()},
+                          "rows_written": {name: t["rows_written"] for name, t in report["tables"].items()},
+                          "cycle_seconds": report["seconds"]}
+        return measure
+
+    def dlt(self, label: str) -> Measure:
+        assert self.dlt_python is not None
+        dlt_url = self.url.replace("postgresql://", "postgresql+psycopg2://")
+        command = [str(self.dlt_python), str(BENCH / "dlt_sync.py"), dlt_url, str(self.dlt_path),
+                   str(self.dlt_pipelines), *TABLES]
+        measure, _ = run_process(command, f"dlt-{label}", env={"RUNTIME__DLTHUB_TELEMETRY": "false"})
+        return measure
+
+
+def mirror_counts(path: Path, tables: tuple[str, ...]) -> dict[str, int]:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return {t: connection.execute(f'SELECT count(*) FROM airflow."{t}"').fetchone()[0] for t in tables}
+
+
+def source_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
+    with psycopg.connect(url) as connection:
+        return {t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+
+def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
+    data = bench_dataset.Dataset(scale)
+    dlt_python = None if skip_dlt else ensure_bench_venv()
+    url = bench_dataset.PG_URL_TEMPLATE.format(database=data.database)
+    build_seconds = None
+    if rebuild or not source_ready(url, data):
+        print(f"Building the source: {data.task_instances:,} task instances, {data.runs:,} runs, "
+              f"{data.logs:,} logs …", flush=True)
+        url, build_seconds = bench_dataset.build(data)
+    work = RESULTS / f"work-x{scale}"
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(url, data, work, dlt_python)
+    engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
+    runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
+    floors: list[Measure] = []
+    bursts = []
+    for repeat in range(repeats):
+        print(f"repeat {repeat + 1}/{repeats}", flush=True)
+        bench.reset()
+        floors.append(bench.floor(f"x{scale}-r{repeat}"))
+        for engine in engines:
+            runs[engine]["initial"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-initial"))
+        if repeat == 0:
+            expected = source_counts(url, TABLES)
+            mirrored = mirror_counts(bench.cdc_path, TABLES)
+            if mirrored != expected:
+                raise RuntimeError(f"cdc_sync mirror differs from the source: {mirrored} != {expected}")
+        bursts.append(bench_dataset.burst(url, data, repeat + scale * 100))
+        for engine in engines:
+            runs[engine]["burst"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-burst"))
+        for engine in engines:
+            runs[engine]["no_change"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-no_change"))
+    bench.reset()
+    return summarize(scale, repeats, data, build_seconds, runs, floors, bursts)
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_seconds: float | None,
+              runs: dict[str, dict[str, list[Measure]]], floors: list[Measure], bursts: list) -> dict:
+    summary: dict = {}
+    for engine, scenarios in runs.items():
+        summary[engine] = {
+            scenario: {"median_s": median([m.seconds for m in measures]),
+                       "peak_rss_mib": max(m.peak_rss_mib for m in measures)}
+            for scenario, measures in scenarios.items()
+        }
+    floor_s = median([f.detail["all_tables"]["floor_s"] for f in floors])
+    summary["floor"] = {
+        "process_median_s": median([f.seconds for f in floors]),
+        "read_plus_load_s": floor_s,
+        "copy_s": median([f.detail["all_tables"]["copy_s"] for f in floors]),
+        "to_arrow_s": median([f.detail["all_tables"]["to_arrow_s"] for f in floors]),
+        "load_s": median([f.detail["all_tables"]["load_s"] for f in floors]),
+        "task_instance_floor_s": median([f.detail["task_instance"]["floor_s"] for f in floors]),
+        "peak_rss_mib": max(f.peak_rss_mib for f in floors),
+    }
+    cdc = summary["cdc_sync"]
+    ratios = {"cdc_sync_initial_over_floor": round(cdc["initial"]["median_s"] / floor_s, 2)}
+    if "dlt" in summary:
+        for scenario in SCENARIOS:
+            ratios[f"dlt_over_cdc_sync_{scenario}"] = round(
+                summary["dlt"][scenario]["median_s"] / cdc[scenario]["median_s"], 2)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": f".venv/bin/python bench/run.py --scale {scale} --repeats {repeats}",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "dataset": {**asdict(data), "task_instances": data.task_instances, "dag_runs": data.runs,
+                    "logs": data.logs, "dags": data.dags, "jobs": data.jobs, "build_seconds": build_seconds,
+                    "bursts_changed_task_instances_and_runs": bursts},
+        "tables": list(TABLES),
+        "summary": summary,
+        "ratios": ratios,
+        "raw": {engine: {s: [asdict(m) for m in ms] for s, ms in scenarios.items()}
+                for engine, scenarios in runs.items()} | {"floor": [asdict(f) for f in floors]},
+    }
+
+
+def markdown(result: dict) -> str:
+    summary, ratios = result["summary"], result["ratios"]
+    has_dlt = "dlt" in summary
+    lines = [
+        f"Scale {result['dataset']['scale']}: {result['dataset']['task_instances']:,} task instances, "
+        f"{result['dataset']['dag_runs']:,} dag runs, {result['dataset']['logs']:,} log rows; "
+        f"medians of {len(result['raw']['floor'])} runs, each a whole process (start included).",
+        "",
+        "| scenario | cdc_sync | cdc_sync peak RSS |" + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
+        "|---|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
+    ]
+    labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
+              "no_change": "cycle with no change"}
+    for scenario in SCENARIOS:
+        cdc = summary["cdc_sync"][scenario]
+        row = f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['peak_rss_mib']:.0f} MiB |"
+        if has_dlt:
+            dlt = summary["dlt"][scenario]
+            row += (f" {dlt['median_s']:.2f} s | {dlt['peak_rss_mib']:.0f} MiB | "
+                    f"{ratios[f'dlt_over_cdc_sync_{scenario}']:.1f}x |")
+        lines.append(row)
+    floor = summary["floor"]
+    lines += [
+        "",
+        f"Raw floor, same tables (COPY → Arrow → DuckDB, in one process): COPY {floor['copy_s']:.2f} s, "
+        f"into Arrow {floor['to_arrow_s']:.2f} s, DuckDB load {floor['load_s']:.2f} s: read + load "
+        f"**{floor['read_plus_load_s']:.2f} s** (task_instance alone {floor['task_instance_floor_s']:.2f} s; "
+        f"whole process {floor['process_median_s']:.2f} s, peak {floor['peak_rss_mib']:.0f} MiB). "
+        f"cdc_sync initial / floor: **{ratios['cdc_sync_initial_over_floor']:.2f}x**.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=1, help="1 → 1,000,000 task instances (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per scenario; medians are reported")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the source database even if present")
+    parser.add_argument("--skip-dlt", action="store_true", help="time cdc_sync and the floor only")
+    parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
+    args = parser.parse_args()
+    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt)
+    if args.skip_dlt:
+        result["command"] += " --skip-dlt"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = RESULTS / f"bench-x{args.scale}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2))
+    if args.drop:
+        bench_dataset.drop(bench_dataset.Dataset(args.scale))
+    print(markdown(result))
+    print(f"\nCommand: {result['command']}\nResults: {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
