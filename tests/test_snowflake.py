@@ -243,3 +243,20 @@ def test_settings_from_an_airflow_connection(tmp_path):
     assert "pw" not in str(password_url) and password_options == {"password": "pw", "authenticator": "oauth",
                                                                   "token": "t"}
 
+
+
+def test_private_key_content_is_read_as_pem_or_as_base64_of_pem() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cdc_sync.destinations.snowflake import load_private_key
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.BestAvailableEncryption(b"pass phrase"))
+    expected = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    assert load_private_key(pem.decode(), "pass phrase") == expected
+    assert load_private_key(base64.b64encode(pem).decode(), "pass phrase") == expected

@@ -217,10 +217,21 @@ def snowflake_settings_from_connection(connection: Mapping[str, Any]) -> tuple[U
 
 
 def load_private_key(content: str | bytes, passphrase: str | None) -> bytes:
-    """A PEM private key (optionally encrypted) as the DER bytes the connector takes."""
+    """A PEM private key (optionally encrypted) as the DER bytes the connector takes.
+
+    Airflow's Snowflake provider has stored ``private_key_content`` both as PEM text and, in newer releases, as
+    base64 of the PEM; both are accepted.
+    """
+    import base64
+    import binascii
+    import contextlib
+
     from cryptography.hazmat.primitives import serialization
 
     data = content.encode() if isinstance(content, str) else content
+    if b"-----BEGIN" not in data:
+        with contextlib.suppress(binascii.Error, ValueError):
+            data = base64.b64decode(data, validate=False)
     try:
         key = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
     except (ValueError, TypeError) as error:
