@@ -74,18 +74,35 @@ def drop(dataset: Dataset) -> None:
 
 
 # A scheduler finishing a wave of runs: every task of 1,000 runs (20,000 task instances) changes state and gets a
-# new try, and 100 runs change state; the ORM stamps updated_at at flush, here now().
+# new try on another worker, and 100 runs change state; the ORM stamps updated_at at flush, here now().
 BURST_TASKS_SQL = """
 UPDATE task_instance ti
 SET state = CASE ti.state WHEN 'success' THEN 'failed' ELSE 'success' END,
-    try_number = ti.try_number + 1, end_date = now(), updated_at = now()
+    try_number = ti.try_number + 1, hostname = 'bench-burst-worker', end_date = now(), updated_at = now()
 FROM dag_run dr
 WHERE ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id AND dr.id > %(first_run)s AND dr.id <= %(first_run)s + 1000
 """
 BURST_RUNS_SQL = """
-UPDATE dag_run SET state = CASE state WHEN 'success' THEN 'failed' ELSE 'success' END, updated_at = now()
+UPDATE dag_run SET state = CASE state WHEN 'success' THEN 'failed' ELSE 'success' END,
+    conf = conf || '{"bench_burst": true}'::jsonb, updated_at = now()
 WHERE id > %(first_run)s AND id <= %(first_run)s + 100
 """
+
+
+# Rows changed by earlier bursts are moved back before the fill's timestamps, so that every repeat starts alike:
+# the newest rows are the fill's, and a burst cycle reads its own 20,000 rows, not the previous burst's too.
+SETTLE_SQL = (
+    "UPDATE task_instance SET updated_at = now() - interval '3 days' "
+    "WHERE hostname = 'bench-burst-worker' AND updated_at > now() - interval '3 days'",
+    "UPDATE dag_run SET updated_at = now() - interval '3 days' "
+    "WHERE conf ? 'bench_burst' AND updated_at > now() - interval '3 days'",
+)
+
+
+def settle(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in SETTLE_SQL:
+            connection.execute(statement)
 
 
 def burst(url: str, dataset: Dataset, round_number: int) -> tuple[int, int]:

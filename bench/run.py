@@ -178,6 +178,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
     for repeat in range(repeats):
         print(f"repeat {repeat + 1}/{repeats}", flush=True)
         bench.reset()
+        bench_dataset.settle(url)
         floors.append(bench.floor(f"x{scale}-r{repeat}"))
         for engine in engines:
             runs[engine]["initial"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-initial"))
@@ -281,8 +282,7 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
     args = parser.parse_args()
     result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt)
-    if args.skip_dlt:
-        result["command"] += " --skip-dlt"
+    result["command"] += " --skip-dlt" * args.skip_dlt + " --drop" * args.drop
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     path = RESULTS / f"bench-x{args.scale}-{stamp}.json"
