@@ -68,7 +68,7 @@ def test_provider_package_name_is_the_distribution_name():
 def test_airflow_providers_list_shows_the_package(tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     result = subprocess.run([str(AIRFLOW3_BIN), "providers", "list", "-o", "json"], env=env, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     packages = {entry["package_name"] for entry in json.loads(result.stdout[result.stdout.index("["):])}
     assert "cdc-sync" in packages
@@ -367,9 +367,9 @@ def test_seed_dag_under_airflow3_task_isolation(run_databases, airflow3_template
     server = subprocess.Popen([str(AIRFLOW3_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=60)
+        _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=180)
         result = subprocess.run([str(AIRFLOW3_BIN), "dags", "test", "--use-executor", SEED_DAG_ID], env=env,
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=300)
     finally:
         os.killpg(server.pid, 15)
         try:
@@ -410,7 +410,7 @@ def test_seed_dag_on_airflow2(run_databases, tmp_path):
                                                                 SOURCE_SECRET)
     airflow_migrate(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], airflow_bin=str(airflow_bin))
     result = subprocess.run([str(airflow_bin), "dags", "test", SEED_DAG_ID], env=env, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     _assert_run_mirrored(names, _all_logs(tmp_path, output))
@@ -418,6 +418,6 @@ def test_seed_dag_on_airflow2(run_databases, tmp_path):
         [str(AIRFLOW2_VENV / "bin" / "python"), "-c",
          "from airflow.decorators import task; from cdc_sync.airflow.decorator import airflow_db_sync_task as f;"
          "assert task.datacoves_airflow_db_sync is f and task.airflow_db_sync is f; print('resolved')"],
-        env=env, capture_output=True, text=True, timeout=60)
+        env=env, capture_output=True, text=True, timeout=180)
     assert resolved.stdout.strip().endswith("resolved"), resolved.stderr[-2000:]
 
