@@ -63,7 +63,8 @@ TABLES: dict[str, TableKnowledge] = {
     "dag_tag": TableKnowledge(may_become_empty=True),
     "job": TableKnowledge(may_become_empty=True),
     "import_error": TableKnowledge(may_become_empty=True),
-    "task_fail": TableKnowledge(may_become_empty=True),
+    # Airflow 2 only: one row inserted per failed attempt, never updated.
+    "task_fail": TableKnowledge(append_only_id="id", may_become_empty=True),
     "dag_warning": TableKnowledge(may_become_empty=True),
     "xcom": TableKnowledge(may_become_empty=True),
     "trigger": TableKnowledge(sensitive_columns=frozenset({"kwargs"}), may_become_empty=True),
@@ -72,8 +73,9 @@ TABLES: dict[str, TableKnowledge] = {
         sensitive_columns=frozenset({"password"}),
         personal_columns=frozenset({"email", "first_name", "last_name", "username"}),
     ),
+    # registration_hash is the token that confirms a self-registration: as good as a password until used.
     "ab_register_user": TableKnowledge(
-        sensitive_columns=frozenset({"password"}),
+        sensitive_columns=frozenset({"password", "registration_hash"}),
         personal_columns=frozenset({"email", "first_name", "last_name", "username"}),
         may_become_empty=True,
     ),

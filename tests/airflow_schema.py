@@ -336,3 +336,194 @@ def fill_airflow3_sqlite(path: str | Path, **sizes) -> None:
         connection.commit()
     finally:
         connection.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Airflow 2.11: schemas built by the 2.11 environment's own ``airflow db migrate`` (tests/airflow2_env.sh)
+
+AIRFLOW2_VENV = Path(
+    os.environ.get("CDC_SYNC_AIRFLOW2_VENV", Path(__file__).resolve().parent.parent / ".venv-airflow2")
+)
+AIRFLOW2_BIN = AIRFLOW2_VENV / "bin" / "airflow"
+
+
+def pg_airflow2_template(name: str = "cdc_tpl_airflow2") -> str:
+    """A PostgreSQL database holding an empty Airflow 2.11 schema (Airflow 2 reaches it through psycopg2)."""
+    if not pg_database_exists(name):
+        pg_recreate_database(name + "_building")
+        airflow_migrate(PG_URL.format(database=name + "_building").replace("postgresql://", "postgresql+psycopg2://"),
+                        airflow_bin=str(AIRFLOW2_BIN))
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'ALTER DATABASE "{name}_building" RENAME TO "{name}"')
+    return name
+
+
+def mysql_airflow2_template(name: str = "cdc_tpl_airflow2") -> str:
+    """A MariaDB database holding an empty Airflow 2.11 schema (pymysql behind the MySQLdb shim)."""
+    if not mysql_database_has_table(name, "alembic_version"):
+        mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+        mysql_execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_mysqldb_shim(), previous]))
+        try:
+            airflow_migrate(MYSQL_URL.format(database=name), airflow_bin=str(AIRFLOW2_BIN))
+        except BaseException:
+            mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+            raise
+        finally:
+            if previous is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = previous
+    return name
+
+
+def sqlite_airflow2_template(directory: Path) -> Path:
+    """An SQLite file holding an empty Airflow 2.11 schema."""
+    path = directory / "airflow2_template.db"
+    if not path.exists():
+        building = directory / "airflow2_building.db"
+        airflow_migrate(f"sqlite:///{building}", airflow_bin=str(AIRFLOW2_BIN))
+        building.rename(path)
+    return path
+
+
+def airflow2_rows(*, dags: int = 5, runs: int = 40, tasks_per_run: int = 4, jobs: int = 20, logs: int = 30,
+                  first_run: int = 1) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
+    """Scheduler-like content in Airflow 2.x shape: ``dag_run.execution_date`` and a pickled ``conf``,
+    ``task_instance`` keyed by (dag_id, task_id, run_id, map_index) with a pickled ``executor_config``,
+    ``task_fail``, ``job``, and FAB users (with a password hash) and roles.
+
+    Instants are aware UTC datetimes; FAB columns are naive (FAB writes local wall-clock time)."""
+    import datetime as dt
+    import pickle
+
+    utc = dt.UTC
+    now = dt.datetime.now(utc).replace(microsecond=0)
+    base = dt.datetime(2026, 1, 1, tzinfo=utc)
+    tables: dict[str, tuple[tuple[str, ...], list[tuple]]] = {}
+    if first_run == 1:
+        tables["dag"] = (
+            ("dag_id", "is_paused", "is_subdag", "is_active", "last_parsed_time", "fileloc", "owners", "description",
+             "schedule_interval", "max_active_tasks", "max_active_runs", "max_consecutive_failed_dag_runs",
+             "has_task_concurrency_limits", "has_import_errors"),
+            [(f"dag_{d}", d % 7 == 0, False, True, now - dt.timedelta(days=1), f"/opt/airflow/dags/dag_{d}.py",
+              "data-team", f"Ünïcode dag № {d} ✓", '"@daily"', 16, 16, 0, False, False) for d in range(1, dags + 1)],
+        )
+        tables["dag_tag"] = (("name", "dag_id"),
+                             [(tag, f"dag_{d}") for d in range(1, dags + 1) for tag in ("finance", "daily")])
+        tables["job"] = (
+            ("dag_id", "state", "job_type", "start_date", "end_date", "latest_heartbeat", "executor_class",
+             "hostname", "unixname"),
+            [(f"dag_{j % dags + 1}", "success", "LocalTaskJob", now - dt.timedelta(hours=2),
+              now - dt.timedelta(hours=1), now - dt.timedelta(hours=1), "LocalExecutor", "worker-1", "airflow")
+             for j in range(1, jobs + 1)],
+        )
+        tables["import_error"] = (
+            ("timestamp", "filename", "stacktrace"),
+            [(now - dt.timedelta(hours=1), "/opt/airflow/dags/broken.py",
+              'Traceback (most recent call last):\n  File "broken.py", line 1\nSyntaxError: invalid "syntax", ok')],
+        )
+        tables["log"] = (
+            ("dttm", "dag_id", "task_id", "event", "execution_date", "owner", "extra"),
+            [(now - dt.timedelta(hours=1), f"dag_{n % dags + 1}", "task_1", "running", base, "airflow", '{"k": "v"}')
+             for n in range(1, logs + 1)],
+        )
+        tables["ab_role"] = (("id", "name"), [(1, "Admin"), (2, "Viewer")])
+        tables["ab_permission"] = (("id", "name"), [(1, "can_read"), (2, "can_edit")])
+        fab_time = dt.datetime(2026, 1, 2, 8, 30, 15, 123456)  # naive, as FAB writes it
+        tables["ab_user"] = (
+            ("id", "first_name", "last_name", "username", "password", "active", "email", "last_login",
+             "login_count", "fail_login_count", "created_on", "changed_on"),
+            [(1, "Ada", "Lövelace", "admin", "pbkdf2:sha256:600000$secret-salt$secret-hash-one", True,
+              "ada@example.com", fab_time, 3, 0, fab_time, fab_time),
+             (2, "Bob", "Viewer", "viewer", "pbkdf2:sha256:600000$other-salt$secret-hash-two", False,
+              "bob@example.com", None, 0, 1, fab_time, None)],
+        )
+        tables["ab_user_role"] = (("id", "user_id", "role_id"), [(1, 1, 1), (2, 2, 2)])
+    run_rows, ti_rows, fail_rows = [], [], []
+    for r in range(first_run, first_run + runs):
+        at = base + dt.timedelta(minutes=r)
+        dag_id, run_id = f"dag_{r % dags + 1}", f"scheduled__{r}"
+        updated = now - dt.timedelta(days=2) + dt.timedelta(seconds=r, microseconds=r * 7 % 1_000_000)
+        conf = pickle.dumps({"run": r, "note": "ok ✓", "nested": {"a": [1, 2]}}) if r % 4 else None
+        run_rows.append((dag_id, at, at, at, at + dt.timedelta(minutes=5), "success", run_id, False, "scheduled",
+                         conf, at, at + dt.timedelta(days=1), at, updated, 0))
+        for t in range(1, tasks_per_run + 1):
+            failed = t == tasks_per_run and r % 3 == 0
+            ti_rows.append((
+                f"task_{t}", dag_id, run_id, -1, at, at + dt.timedelta(seconds=t * 1.234567), t * 1.25,
+                "failed" if failed else ("success" if t % 5 else None), 1, 0, "worker-1", "airflow", "default_pool",
+                1, "default", t, "PythonOperator",
+                pickle.dumps({"pod_override": None, "t": t}) if t % 3 else None,
+                updated + dt.timedelta(milliseconds=t), None if t % 2 else '{"x": "ü"}',
+            ))
+            if failed:
+                fail_rows.append((f"task_{t}", dag_id, run_id, -1, at, at + dt.timedelta(seconds=7), 7))
+    tables["dag_run"] = (
+        ("dag_id", "queued_at", "execution_date", "start_date", "end_date", "state", "run_id", "external_trigger",
+         "run_type", "conf", "data_interval_start", "data_interval_end", "last_scheduling_decision", "updated_at",
+         "clear_number"),
+        run_rows,
+    )
+    tables["task_instance"] = (
+        ("task_id", "dag_id", "run_id", "map_index", "start_date", "end_date", "duration", "state", "try_number",
+         "max_tries", "hostname", "unixname", "pool", "pool_slots", "queue", "priority_weight", "operator",
+         "executor_config", "updated_at", "next_kwargs"),
+        ti_rows,
+    )
+    tables["task_fail"] = (("task_id", "dag_id", "run_id", "map_index", "start_date", "end_date", "duration"),
+                           fail_rows)
+    return tables
+
+
+def fill_airflow2_postgres(url: str, **sizes) -> None:
+    """Insert :func:`airflow2_rows` into a PostgreSQL Airflow 2.11 schema."""
+    with psycopg.connect(url) as connection, connection.cursor() as cursor:
+        for table, (columns, rows) in airflow2_rows(**sizes).items():
+            names = ", ".join(f'"{name}"' for name in columns)
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
+        for table in ("ab_role", "ab_permission", "ab_user", "ab_user_role"):
+            if sizes.get("first_run", 1) == 1:  # explicit ids were inserted: move the sequences past them
+                cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 100)")
+
+
+def _naive_utc(value):
+    import datetime as dt
+
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(value, dt.datetime) and value.tzinfo else value
+
+
+def fill_airflow2_mysql(url: str, **sizes) -> None:
+    """Insert :func:`airflow2_rows` into a MySQL/MariaDB Airflow 2.11 schema (instants as naive UTC: the session
+    time zone is UTC)."""
+    from sqlalchemy.engine import make_url
+
+    with mysql_connect(make_url(url).database) as connection, connection.cursor() as cursor:
+        for table, (columns, rows) in airflow2_rows(**sizes).items():
+            names = ", ".join(f"`{name}`" for name in columns)
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO `{table}` ({names}) VALUES ({marks})",
+                               [tuple(_naive_utc(value) for value in row) for row in rows])
+        connection.commit()
+
+
+def fill_airflow2_sqlite(path: str | Path, **sizes) -> None:
+    """Insert :func:`airflow2_rows` into an SQLite Airflow 2.11 schema, instants as naive UTC text."""
+    import datetime as dt
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        for table, (columns, rows) in airflow2_rows(**sizes).items():
+            names = ", ".join(f'"{name}"' for name in columns)
+            marks = ", ".join(["?"] * len(columns))
+            connection.executemany(
+                f'INSERT INTO "{table}" ({names}) VALUES ({marks})',
+                [tuple(sqlite_text_time(_naive_utc(v)) if isinstance(v, dt.datetime) else v for v in row)
+                 for row in rows],
+            )
+        connection.commit()
+    finally:
+        connection.close()

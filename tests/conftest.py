@@ -109,3 +109,67 @@ def sqlite_airflow3_source(sqlite_airflow3_template, tmp_path) -> str:
     shutil.copyfile(sqlite_airflow3_template, path)
     fill_airflow3_sqlite(path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def airflow2_available() -> None:
+    """The Airflow 2.11 environment (tests/airflow2_env.sh); in CI its absence fails the run."""
+    from tests.airflow_schema import AIRFLOW2_BIN
+
+    def check() -> None:
+        if not AIRFLOW2_BIN.exists():
+            raise FileNotFoundError(f"no Airflow 2.11 environment at {AIRFLOW2_BIN.parent.parent}: create it with "
+                                    "bash tests/airflow2_env.sh")
+
+    require_service("Airflow 2.11", check)
+
+
+@pytest.fixture(scope="session")
+def pg_airflow2_template(postgres_available: None, airflow2_available: None) -> str:
+    from tests.airflow_schema import pg_airflow2_template as build
+
+    return build()
+
+
+@pytest.fixture
+def pg_airflow2_source(pg_airflow2_template: str) -> str:
+    """A fresh PostgreSQL database with the real Airflow 2.11 schema and 2.x-shaped rows; dropped afterwards."""
+    from tests.airflow_schema import fill_airflow2_postgres
+
+    name = f"cdc_src2_{uuid.uuid4().hex[:10]}"
+    url = pg_recreate_database(name, template=pg_airflow2_template)
+    fill_airflow2_postgres(url)
+    yield url
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mysql_airflow2_source(mysql_available: None, airflow2_available: None) -> str:
+    """A fresh MariaDB database with the real Airflow 2.11 schema and 2.x-shaped rows; dropped afterwards."""
+    from tests.airflow_schema import fill_airflow2_mysql, mysql_airflow2_template, mysql_copy_database, mysql_execute
+
+    name = f"cdc_src2_{uuid.uuid4().hex[:10]}"
+    url = mysql_copy_database(mysql_airflow2_template(), name)
+    fill_airflow2_mysql(url)
+    yield url
+    mysql_execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="session")
+def sqlite_airflow2_template(airflow2_available: None, tmp_path_factory: pytest.TempPathFactory):
+    from tests.airflow_schema import sqlite_airflow2_template as build
+
+    return build(tmp_path_factory.mktemp("sqlite2-template"))
+
+
+@pytest.fixture
+def sqlite_airflow2_source(sqlite_airflow2_template, tmp_path) -> str:
+    """A copy of the migrated SQLite Airflow 2.11 file, filled with 2.x-shaped rows; its URL."""
+    import shutil
+
+    from tests.airflow_schema import fill_airflow2_sqlite
+
+    path = tmp_path / "airflow2.db"
+    shutil.copyfile(sqlite_airflow2_template, path)
+    fill_airflow2_sqlite(path)
+    return f"sqlite:///{path}"
