@@ -6,7 +6,7 @@
 # Airflow 2.11 pins SQLAlchemy < 2.0 while cdc_sync declares >= 2.0; cdc_sync only uses SQLAlchemy's URL object,
 # which 1.4 has, so the overrides below let both live in one environment (and keep alembic at a release that still
 # supports SQLAlchemy 1.4). psycopg2 is what Airflow 2 itself uses
-# to reach a PostgreSQL metadata database.
+# to reach a PostgreSQL metadata database; pymysql lets the tests migrate a 2.11 schema on MariaDB.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${1:-$repo/.venv-airflow2}"
@@ -16,5 +16,5 @@ trap 'rm -f "$overrides"' EXIT
 printf 'sqlalchemy>=1.4.49,<2.0\nalembic>=1.13,<1.16\n' > "$overrides"
 uv venv --quiet --allow-existing --python "$python" "$venv"
 uv pip install --quiet -p "$venv/bin/python" --override "$overrides" \
-  "apache-airflow==2.11.*" "psycopg[binary]>=3.2" "psycopg2-binary>=2.9" -e "$repo"
+  "apache-airflow==2.11.*" "psycopg[binary]>=3.2" "psycopg2-binary>=2.9" "pymysql>=1.1" -e "$repo"
 "$venv/bin/python" -c "import airflow, cdc_sync; print('airflow', airflow.__version__, 'ready in $venv')"

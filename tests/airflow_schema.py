@@ -527,3 +527,19 @@ def fill_airflow2_sqlite(path: str | Path, **sizes) -> None:
         connection.commit()
     finally:
         connection.close()
+
+
+def airflow_db_clean(sql_alchemy_conn: str, before: str, airflow_bin: str | None = None) -> str:
+    """Airflow's own purge: ``airflow db clean --clean-before-timestamp BEFORE --yes --skip-archive``."""
+    airflow_bin = airflow_bin or str(Path(sys.executable).with_name("airflow"))
+    home = tempfile.mkdtemp(prefix="airflow-home-")
+    env = {**os.environ, "AIRFLOW_HOME": home, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    try:
+        result = subprocess.run([airflow_bin, "db", "clean", "--clean-before-timestamp", before, "--yes",
+                                 "--skip-archive"], env=env, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow db clean failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result.stdout
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
