@@ -90,3 +90,20 @@ NEVER_MIRRORED: frozenset[str] = frozenset({"alembic_version", "alembic_version_
 
 def knowledge(table: str) -> TableKnowledge:
     return TABLES.get(table, TableKnowledge())
+
+# Columns that ``airflow db migrate`` from 2.x to 3.x retypes beyond what the mirror column holds (PostgreSQL
+# shown; the other engines change the same columns). The mirror keeps the old column, with its history, under
+# kept_column_name(); a new column takes the new type and is filled for every live row.
+UPGRADE_RETYPED_COLUMNS: frozenset[tuple[str, str]] = frozenset({
+    ("dag_run", "conf"),  # pickled bytes → JSON
+    ("xcom", "value"),  # pickled or JSON bytes → JSON
+    ("task_instance", "trigger_timeout"),  # naive → aware timestamp
+    ("task_instance_history", "trigger_timeout"),
+    ("dag_run_note", "user_id"),  # integer → text (auth managers' user ids)
+    ("task_instance_note", "user_id"),
+})
+
+
+def kept_column_name(column: str) -> str:
+    """Where the mirror keeps a column's Airflow 2 history after an upgrade retyped it."""
+    return f"{column}_airflow2"

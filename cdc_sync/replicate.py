@@ -23,6 +23,7 @@ from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import prepare_mirror_table
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
+from cdc_sync.guards import guard_table, vanished_table_warnings
 from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
@@ -286,6 +287,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 state.migrate()
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
                 watermarks = state.watermarks()
+                report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
+                                                               set(source.list_tables())))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 for plan in plans:
                     table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
@@ -313,8 +316,11 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
         report.seconds = time.monotonic()
         report.warnings.clear()
         with source.snapshot() as snapshot:
+            # Upgrades and resets (cdc_sync.guards): may turn this cycle of the table into a full re-read.
+            since, reread = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full,
+                                        report.warnings)
             try:
-                return cycle.run(plan, snapshot, previous, full, report)
+                return cycle.run(plan, snapshot, since, reread, report)
             except BaseException:
                 cycle.destination.rollback()
                 raise

@@ -1,0 +1,137 @@
+"""Checks run before a table's cycle, for sources that changed under the mirror: Airflow upgrades and resets.
+
+* **Upgrades** (``airflow db migrate`` from 2.x to 3.x) add columns and retype a few. A column the mirror lacks is
+  filled for every row by re-reading the table in full once (merge updates only rows that differ), so no manual
+  resync is needed. A column that the catalog knows an upgrade retyped beyond what the mirror column can hold
+  (``dag_run.conf`` pickled bytes → JSON, naive → aware ``trigger_timeout``, …) is kept under
+  :func:`cdc_sync.catalog.kept_column_name` with its history, and a fresh column takes the new type. Any other
+  incompatible change still stops the table (see :mod:`cdc_sync.drift`).
+* **Resets**: a source restored from a backup, or another database put at the same address, holds rows older than
+  the table's watermark. When no source row reaches the watermark any more, the incremental read would miss
+  every change stamped before it, so the table is re-read in full this cycle (deletes reconciled by the table's
+  delete mode, so history is kept under ``soft``). A vanished newest row (e.g. its DAG deleted) triggers the same
+  re-read: it costs one full read and is always correct.
+* **Vanished tables**: a table mirrored before that no longer exists in the source (``task_fail`` after an
+  upgrade to 3.x) is skipped; its mirror is kept untouched as history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from cdc_sync import catalog
+from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.renames import rename_column
+from cdc_sync.plan import TablePlan
+from cdc_sync.sources import CursorFilter, SourceSnapshot
+from cdc_sync.state import Watermark
+from cdc_sync.types import LogicalType, TableSchema
+
+
+def _mirror_columns(destination: Destination, schema: str, table: str) -> dict[str, str]:
+    """Mirror column (lower-cased) → the type information_schema reports; empty if the table does not exist."""
+    rows = destination.query(destination.dialect.table_columns(schema, table))
+    return {name.lower(): data_type for name, data_type in rows}
+
+
+def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+    """Rename mirror columns that an Airflow upgrade retyped beyond what they hold; returns the kept names.
+
+    Committed on its own: the renamed-away column then reads as new, so the table is re-read in full until a
+    cycle succeeds (see :func:`missing_columns`)."""
+    dialect = destination.dialect
+    existing = _mirror_columns(destination, schema, plan.name)
+    kept: list[str] = []
+    for column in plan.columns:
+        if (plan.name, column.name) not in catalog.UPGRADE_RETYPED_COLUMNS:
+            continue
+        reported = existing.get(dialect.fold(column.name).lower())
+        target = catalog.kept_column_name(column.name)
+        if reported is None or dialect.can_hold(reported, column.logical_type) or target.lower() in existing:
+            continue
+        kept.append(target)
+        destination.begin()
+        try:
+            destination.execute(rename_column(dialect, schema, plan.name, column.name, target))
+            destination.commit()
+        except BaseException:
+            destination.rollback()
+            raise
+    return kept
+
+
+def missing_columns(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+    """Source columns an existing mirror table lacks (empty when the mirror table does not exist yet)."""
+    existing = _mirror_columns(destination, schema, plan.name)
+    if not existing:
+        return []
+    fold = destination.dialect.fold
+    return [column.name for column in plan.columns if fold(column.name).lower() not in existing]
+
+
+def _mark(plan: TablePlan, text: str) -> Any:
+    if plan.cursor_is_timestamp:
+        value = datetime.fromisoformat(text)
+        naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
+        return value.replace(tzinfo=None) if naive else value
+    return int(text)
+
+
+def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None) -> bool:
+    """Whether the source fell behind the table's watermark (restored, or another database at the same place).
+
+    When the watermark was saved, some source row reached it (a timestamp watermark never passes the newest row
+    read; an id watermark is the newest id). If no row reaches it now, the source went back in time."""
+    if previous is None or previous.high_water_mark is None or previous.strategy != plan.strategy:
+        return False
+    if plan.strategy == "row_version":
+        # A transaction counter that went backwards: another cluster (e.g. a dump restored elsewhere).
+        now = snapshot.horizon.row_version
+        return now is not None and now < int(previous.high_water_mark)
+    if plan.strategy not in ("incremental", "append") or plan.cursor != previous.cursor_column or not plan.cursor:
+        return False
+    mark = _mark(plan, previous.high_water_mark)
+    just_before = mark - (timedelta(microseconds=1) if plan.cursor_is_timestamp else 1)
+    only_cursor = TableSchema(plan.name, (plan.table.column(plan.cursor),))
+    reaching = sum(batch.num_rows for batch in snapshot.read_rows(only_cursor, CursorFilter(plan.cursor, just_before)))
+    return reaching == 0
+
+
+def vanished_table_warnings(watermarks: dict[str, Watermark], planned: set[str], available: set[str]) -> list[str]:
+    """Warnings for tables mirrored before that the source no longer has; their mirrors are left as they are."""
+    return [
+        f"Table {name} no longer exists in the source (dropped, or removed by an Airflow upgrade); it is skipped "
+        f"and its mirror is kept as history, rows not marked deleted. Drop the warehouse table to discard it."
+        for name in sorted(watermarks)
+        if name not in planned and name not in available
+    ]
+
+
+def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot, plan: TablePlan,
+                previous: Watermark | None, full: bool, warnings: list[str]) -> tuple[Watermark | None, bool]:
+    """Run the checks above for one table; returns the (previous watermark, read-in-full) its cycle should use.
+
+    A backfill passes no previous watermark: the cycle then treats the table as first synced (full read, no
+    "resync for history" hint), while the mirror and its history stay as they are."""
+    kept = keep_retyped_columns(destination, schema, plan)
+    if kept:
+        warnings.append(
+            f"An Airflow upgrade changed the type of {', '.join(k.removesuffix('_airflow2') for k in kept)} in "
+            f"{plan.name}: the mirror keeps the former values in {', '.join(kept)}."
+        )
+    added = missing_columns(destination, schema, plan) if previous is not None else []
+    if added:
+        warnings.append(
+            f"New source column(s) {', '.join(added)}: {plan.name} is re-read in full this cycle, so every live row "
+            "holds them (no resync needed)."
+        )
+        return None, True
+    if not full and source_was_reset(snapshot, plan, previous):
+        warnings.append(
+            f"No row of {plan.name} in the source reaches the watermark {previous.high_water_mark} any more "  # type: ignore[union-attr]
+            "(restored from a backup, another database at this address, or its newest rows deleted): re-read in "
+            "full this cycle; rows gone from the source are handled by the delete mode."
+        )
+        return previous, True
+    return previous, full
