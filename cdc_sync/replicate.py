@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from cdc_sync.config import SyncConfig
@@ -28,12 +29,14 @@ from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
-from cdc_sync.transform import Tally, hash_columns
+from cdc_sync.transform import Tally, hash_columns, take_rows
 from cdc_sync.types import LogicalType
 
 log = logging.getLogger("cdc_sync")
 
 TableCallback = Callable[[TableReport], None]
+# Rows staged per MERGE when a table is read in full into a non-empty mirror: bounds memory, amortises each MERGE.
+MERGE_CHUNK_ROWS = 250_000
 
 
 @dataclass
@@ -142,19 +145,19 @@ class TableCycle:
         batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns)
-        report.rows_read = destination.load(staging, plan.columns, batches)
         read_everything = position.where is None
-        if plan.merge_key:
-            report.rows_written = destination.execute(dialect.merge(
-                schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor, plan.nullable_key, started,
-            ))
-            report.rows_deleted = self._reconcile_deletes(plan, snapshot, staging, read_everything, tally.rows,
-                                                          report, started)
-        else:
+        if not plan.merge_key:
             destination.execute(dialect.delete_all(schema, plan.name))
-            report.rows_written = destination.execute(
-                dialect.insert_from_staging(schema, plan.name, staging, plan.column_names, started)
-            )
+            report.rows_written = destination.append(schema, plan.name, staging, plan.columns, batches, started)
+        elif read_everything and not destination.scalar(dialect.count_all(schema, plan.name)):
+            # A first load: keys are unique within one snapshot, so rows go straight into the empty mirror, with
+            # no MERGE and no staging of the whole table.
+            report.rows_written = destination.append(schema, plan.name, staging, plan.columns, batches, started)
+        else:
+            report.rows_written = self._merge_in_chunks(plan, staging, batches, started)
+            report.rows_deleted = self._reconcile_deletes(plan, snapshot, read_everything, tally.rows, report,
+                                                          started)
+        report.rows_read = tally.rows
         destination.execute(dialect.drop_staging(staging))
         position = next_position(plan, position, horizon, tally.maximum)
         finished = utc_now()
@@ -183,25 +186,39 @@ class TableCycle:
         destination.commit()
         return watermark
 
-    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, staging: str, read_everything: bool,
+    def _merge_in_chunks(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch],
+                         synced_at: datetime) -> int:
+        """Stage and MERGE a bounded number of rows at a time, so memory does not grow with the table."""
+        destination, dialect = self.destination, self.dialect
+        merge = dialect.merge(self.schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor,
+                              plan.nullable_key, synced_at)
+        remaining = iter(batches)
+        written = 0
+        while True:
+            loaded = destination.load(staging, plan.columns, take_rows(remaining, MERGE_CHUNK_ROWS))
+            if loaded:
+                written += max(destination.execute(merge), 0)
+            if loaded < MERGE_CHUNK_ROWS:
+                return written
+            destination.execute(dialect.empty_table(staging))
+
+    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, read_everything: bool,
                            rows_read: int, report: TableReport, now: datetime) -> int:
         """Find rows gone from the source by comparing keys only, and never on an empty or partial read."""
         if plan.delete_mode == "ignore":
             return 0
         destination, dialect, schema = self.destination, self.dialect, self.schema
-        keys = staging
-        if not read_everything:
-            source_rows = snapshot.count_rows(plan.table)
-            live = int(destination.scalar(dialect.count_live(schema, plan.name)))
-            # Every source row of this snapshot is now in the mirror, so equal counts mean equal key sets.
-            if source_rows == live:
-                return 0
-            keys = dialect.staging_name(plan.name, "keys")
-            by_name = {c.name: c for c in plan.columns}
-            key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
-            destination.execute(dialect.drop_staging(keys))
-            destination.execute(dialect.create_staging(keys, key_columns))
-            rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
+        # After the MERGE every source row of this snapshot is in the mirror, so equal counts mean equal key sets.
+        source_rows = rows_read if read_everything else snapshot.count_rows(plan.table)
+        live = int(destination.scalar(dialect.count_live(schema, plan.name)))
+        if source_rows == live:
+            return 0
+        keys = dialect.staging_name(plan.name, "keys")
+        by_name = {c.name: c for c in plan.columns}
+        key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
+        destination.execute(dialect.drop_staging(keys))
+        destination.execute(dialect.create_staging(keys, key_columns))
+        rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
         if rows_read == 0 and not plan.may_become_empty:
             live = int(destination.scalar(dialect.count_live(schema, plan.name)))
             if live:
@@ -215,8 +232,7 @@ class TableCycle:
         else:
             statement = dialect.soft_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key, now)
         deleted = destination.execute(statement)
-        if keys != staging:
-            destination.execute(dialect.drop_staging(keys))
+        destination.execute(dialect.drop_staging(keys))
         return max(deleted, 0)
 
     def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:

@@ -41,3 +41,13 @@ class Tally:
                 if value is not None and (self.maximum is None or value > self.maximum):
                     self.maximum = value
             yield batch
+
+
+def take_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """Yield batches from a shared iterator until at least ``limit`` rows have passed (the rest stay for later)."""
+    rows = 0
+    for batch in batches:
+        yield batch
+        rows += batch.num_rows
+        if rows >= limit:
+            return

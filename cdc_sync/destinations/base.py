@@ -42,6 +42,27 @@ class Destination(ABC):
     def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
         """Bulk-append Arrow batches to a staging table created with ``columns``; return the row count."""
 
+    def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
+               batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 250_000) -> int:
+        """Bulk-insert rows into a mirror table (a first load, or a keyless table after it was emptied).
+
+        The generic path stages ``chunk_rows`` at a time and copies them over; destinations that can write a
+        table directly from Arrow override this.
+        """
+        from cdc_sync.transform import take_rows
+
+        remaining = iter(batches)
+        inserted = 0
+        insert = self.dialect.insert_from_staging(schema, table, staging, [c.name for c in columns], synced_at)
+        while True:
+            loaded = self.load(staging, columns, take_rows(remaining, chunk_rows))
+            if loaded:
+                self.execute(insert)
+                inserted += loaded
+            if loaded < chunk_rows:
+                return inserted
+            self.execute(self.dialect.empty_table(staging))
+
     @abstractmethod
     def try_lock(self, schema: str) -> bool:
         """Take the exclusive cycle lock on ``schema``; False when another cycle holds it."""

@@ -219,6 +219,12 @@ class Dialect:
             f"DELETE FROM {self.table(schema, table)} WHERE {self._absent(schema, table, keys, key, nullable)}"
         )
 
+    def empty_table(self, relation: str) -> Statement:
+        return Statement(f"DELETE FROM {self.quote(relation)}")
+
+    def count_all(self, schema: str, table: str) -> Statement:
+        return Statement(f"SELECT count(*) FROM {self.table(schema, table)}")
+
     def count_live(self, schema: str, table: str) -> Statement:
         return Statement(
             f"SELECT count(*) FROM {self.table(schema, table)} WHERE {self.quote(DELETED_AT)} IS NULL"

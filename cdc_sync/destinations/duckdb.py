@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +13,7 @@ import pyarrow as pa
 from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
 from cdc_sync.errors import CycleAlreadyRunningError, DestinationError, TerminalDestinationError
 from cdc_sync.types import LogicalType
 
@@ -35,6 +37,15 @@ class DuckDBDialect(Dialect):
     def insert_relation(self, staging: str, relation: str, columns: Sequence[ColumnSpec]) -> Statement:
         names = self.column_list([c.name for c in columns])
         return Statement(f"INSERT INTO {self.quote(staging)} ({names}) SELECT {names} FROM {self.quote(relation)}")
+
+    def append_relation(self, schema: str, table: str, relation: str, columns: Sequence[ColumnSpec],
+                        synced_at: Any) -> Statement:
+        names = self.column_list([c.name for c in columns])
+        return Statement(
+            f"INSERT INTO {self.table(schema, table)} ({names}, {self.quote(SYNCED_AT)}) "
+            f"SELECT {names}, ? FROM {self.quote(relation)}",
+            (synced_at,),
+        )
 
 
 _locks_guard = threading.Lock()
@@ -63,6 +74,7 @@ class DuckDBDestination(Destination):
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
+        self._connection.execute("SET memory_limit = '256MB'")
 
     def _run(self, statement: Statement) -> Any:
         import duckdb
@@ -92,17 +104,49 @@ class DuckDBDestination(Destination):
     def rollback(self) -> None:
         self._connection.rollback()
 
-    def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
+    def _insert_stream(self, statement: Statement, batches: Iterable[pa.RecordBatch]) -> int:
+        """One INSERT reading the whole batch stream: DuckDB then writes full row groups to the file as they fill
+        (memory stays flat however large the load), instead of holding a transaction's appends in memory."""
+        import duckdb
+
+        iterator = iter(batches)
+        first = next(iterator, None)
+        if first is None:
+            return 0
         rows = 0
-        insert = self.dialect.insert_relation(staging, BATCH_RELATION, columns)
-        for batch in batches:
-            self._connection.register(BATCH_RELATION, pa.Table.from_batches([batch]))
+        failure: list[BaseException] = []
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            nonlocal rows
             try:
-                self._run(insert)
-            finally:
+                for batch in itertools.chain([first], iterator):
+                    rows += batch.num_rows
+                    yield batch
+            except BaseException as error:  # re-raised below as itself, not as a DuckDB error
+                failure.append(error)
+                raise
+
+        self._connection.register(BATCH_RELATION, pa.RecordBatchReader.from_batches(first.schema, counted()))
+        try:
+            self._run(statement)
+        except TerminalDestinationError:
+            if failure:
+                raise failure[0] from None
+            raise
+        finally:
+            # In an aborted transaction DuckDB refuses even this; the next register() replaces the view anyway.
+            with contextlib.suppress(duckdb.Error):
                 self._connection.unregister(BATCH_RELATION)
-            rows += batch.num_rows
         return rows
+
+    def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
+        return self._insert_stream(self.dialect.insert_relation(staging, BATCH_RELATION, columns), batches)
+
+    def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
+               batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
+        """Arrow batches straight into the mirror table: no staging copy."""
+        return self._insert_stream(self.dialect.append_relation(schema, table, BATCH_RELATION, columns, synced_at),
+                                   batches)
 
     def try_lock(self, schema: str) -> bool:
         # Other processes are kept out by DuckDB's own file lock; this guards threads of this process.

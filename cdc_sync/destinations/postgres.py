@@ -11,7 +11,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
 from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.sources.postgres import conninfo_from_url
 from cdc_sync.types import LogicalType
@@ -36,6 +36,9 @@ class PostgresDialect(Dialect):
         return Statement(
             f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM STDIN (FORMAT CSV)"
         )
+
+    def copy_into_table(self, schema: str, table: str, columns: Sequence[str]) -> Statement:
+        return Statement(f"COPY {self.table(schema, table)} ({self.column_list(columns)}) FROM STDIN (FORMAT CSV)")
 
     def try_lock(self, schema: str) -> Statement:
         return Statement("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{schema}",))
@@ -114,6 +117,23 @@ class PostgresDestination(Destination):
             with self._connection.cursor().copy(self.dialect.copy_into(staging, columns).sql) as copy:
                 for batch in batches:
                     copy.write(csv_payload(batch))
+                    rows += batch.num_rows
+        except psycopg.Error as error:
+            raise self._translate(error) from error
+        return rows
+
+    def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
+               batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
+        """COPY straight into the mirror table, with the sync time as one more column of each batch."""
+        import psycopg
+
+        names = [*(c.name for c in columns), SYNCED_AT]
+        rows = 0
+        try:
+            with self._connection.cursor().copy(self.dialect.copy_into_table(schema, table, names).sql) as copy:
+                for batch in batches:
+                    stamp = pa.array([synced_at] * batch.num_rows, type=pa.timestamp("us", tz="UTC"))
+                    copy.write(csv_payload(batch.append_column(SYNCED_AT, stamp)))
                     rows += batch.num_rows
         except psycopg.Error as error:
             raise self._translate(error) from error

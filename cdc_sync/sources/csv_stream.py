@@ -6,7 +6,6 @@ render as hex text, are decoded in bulk by Arrow compute kernels too.
 
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Iterable, Iterator
 
@@ -17,28 +16,6 @@ import pyarrow.csv as pa_csv
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType
 
 BLOCK_SIZE = 8 << 20  # bytes of CSV per Arrow batch: bounds memory, large enough to amortise per-batch costs
-
-
-class ChunkReader(io.RawIOBase):
-    """A file-like view over an iterator of byte chunks (e.g. psycopg's ``Copy``)."""
-
-    def __init__(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        self._chunks = iter(chunks)
-        self._current = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._current:
-            try:
-                self._current = memoryview(bytes(next(self._chunks)))
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._current))
-        buffer[:size] = self._current[:size]
-        self._current = self._current[size:]
-        return size
 
 
 def _csv_type(column: Column) -> pa.DataType:
@@ -91,23 +68,23 @@ def _decode_hex_per_value(array: pa.Array) -> pa.Array:
 
 
 def csv_batches(
-    stream: io.RawIOBase,
+    chunks: Iterable[bytes | bytearray | memoryview],
     columns: tuple[Column, ...],
     *,
     true_values: tuple[str, ...] = ("t", "true", "1"),
     false_values: tuple[str, ...] = ("f", "false", "0"),
     hex_prefix: str = "\\x",
 ) -> Iterator[pa.RecordBatch]:
-    """Parse headerless CSV where an unquoted empty field is NULL and ``""`` is the empty string."""
-    names = [column.name for column in columns]
-    buffered = io.BufferedReader(stream, buffer_size=1 << 20)
-    if not buffered.peek(1):
-        return  # no rows: Arrow refuses an empty CSV stream
-    reader = pa_csv.open_csv(
-        buffered,
-        read_options=pa_csv.ReadOptions(column_names=names, block_size=BLOCK_SIZE, use_threads=False),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
+    """Parse headerless CSV where an unquoted empty field is NULL and ``""`` is the empty string.
+
+    Every chunk must end on a record boundary (a COPY data message is one row; MySQL lines are joined whole), so
+    blocks of about BLOCK_SIZE bytes are cut between chunks and parsed one at a time, on all cores. Memory holds
+    one block and its batches, however long the stream.
+    """
+    options = {
+        "read_options": pa_csv.ReadOptions(column_names=[column.name for column in columns]),
+        "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
+        "convert_options": pa_csv.ConvertOptions(
             column_types={column.name: _csv_type(column) for column in columns},
             true_values=list(true_values),
             false_values=list(false_values),
@@ -115,15 +92,29 @@ def csv_batches(
             quoted_strings_can_be_null=False,
             null_values=[""],
         ),
-    )
+    }
     byte_columns = [i for i, column in enumerate(columns) if column.logical_type is LogicalType.BYTES]
     target = pa.schema([pa.field(c.name, ARROW_TYPES[c.logical_type]) for c in columns])
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        if byte_columns:
-            arrays = list(batch.columns)
-            for index in byte_columns:
-                arrays[index] = decode_hex_bytes(arrays[index], hex_prefix)
-            batch = pa.RecordBatch.from_arrays(arrays, schema=target)
-        yield batch
+    for block in _blocks(chunks):
+        for batch in pa_csv.read_csv(pa.BufferReader(block), **options).to_batches():
+            if batch.num_rows == 0:
+                continue
+            if byte_columns:
+                arrays = list(batch.columns)
+                for index in byte_columns:
+                    arrays[index] = decode_hex_bytes(arrays[index], hex_prefix)
+                batch = pa.RecordBatch.from_arrays(arrays, schema=target)
+            yield batch
+
+
+def _blocks(chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytes]:
+    pending: list[bytes | bytearray | memoryview] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= BLOCK_SIZE:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if size:
+        yield b"".join(pending)

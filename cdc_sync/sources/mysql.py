@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
-from cdc_sync.sources.csv_stream import ChunkReader, csv_batches
+from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import redact
 
@@ -185,7 +185,7 @@ class MySQLSnapshot(SourceSnapshot):
         cursor = self._connection.cursor(pymysql.cursors.SSCursor)
         try:
             cursor.execute(sql, params or None)  # without parameters, a '%' in a name must stay as it is
-            for batch in csv_batches(ChunkReader(_lines(cursor)), padded, hex_prefix=""):
+            for batch in csv_batches(_lines(cursor), padded, hex_prefix=""):
                 yield batch if padded is columns else batch.drop_columns([PAD_COLUMN])
         except pymysql.Error as error:
             raise SourceError(f"Reading the source failed: {error}") from error

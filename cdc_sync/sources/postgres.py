@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, RowFilter, RowVersionFilter, Source, SourceSnapshot
-from cdc_sync.sources.csv_stream import ChunkReader, csv_batches
+from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import redact
 
@@ -132,13 +132,13 @@ class PostgresSnapshot(SourceSnapshot):
                 sql += f" WHERE {ROW_VERSION_PREDICATE}"
                 params = (str(where.since % 2**32),)
         with self._copy(sql, params) as copy:
-            yield from csv_batches(ChunkReader(copy), table.columns)
+            yield from csv_batches(copy, table.columns)
 
     def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
         columns = tuple(table.column(name) for name in key)
         select = ", ".join(select_expression(column) for column in columns)
         with self._copy(f"SELECT {select} FROM {quote(table.name)}", ()) as copy:
-            yield from csv_batches(ChunkReader(copy), columns)
+            yield from csv_batches(copy, columns)
 
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
