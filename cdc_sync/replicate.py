@@ -91,7 +91,8 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
     if mark is None:
         return CursorPosition(None, None, pending, pending_at)
     after = mark - timedelta(seconds=lookback) if plan.cursor_is_timestamp else mark
-    return CursorPosition(CursorFilter(plan.cursor, after), mark, pending, pending_at)  # type: ignore[arg-type]
+    since = int(previous.row_version) if previous.row_version else None
+    return CursorPosition(CursorFilter(plan.cursor, after, since), mark, pending, pending_at)  # type: ignore[arg-type]
 
 
 def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, max_seen: Any) -> CursorPosition:
@@ -180,6 +181,7 @@ class TableCycle:
             live_rows=int(destination.scalar(dialect.count_live(schema, plan.name))),
             lag_seconds=round((finished - horizon.safe_until).total_seconds(), 3),
             last_error=None,
+            row_version=None if horizon.row_version is None else str(horizon.row_version),
         )
         self.state.save_watermark(watermark)
         self.state.record_run(self._run_record(plan, report, started, finished))

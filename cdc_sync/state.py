@@ -36,6 +36,7 @@ class Watermark:
     live_rows: int | None = None
     lag_seconds: float | None = None
     last_error: str | None = None
+    row_version: str | None = None
 
 
 WATERMARK_COLUMNS = tuple(field.name for field in fields(Watermark))

@@ -205,3 +205,20 @@ def test_resync_rereads_one_table_and_resets_its_watermark(airflow3_source: str,
     assert report.tables[0].strategy == "full"
     assert report.tables[0].rows_read == 200 and report.tables[0].rows_written == 4
     assert_mirrored(airflow3_source, duckdb_destination, SCHEMA, "task_instance", KEYS["task_instance"])
+
+
+def test_overlap_rereads_only_rows_written_after_the_last_read(airflow3_source: str, destination: str) -> None:
+    sync(airflow3_source, destination)
+    scheduler_burst(airflow3_source)  # rows stamped now: inside the lookback window of the next cycles
+    burst = {t.table: t for t in sync(airflow3_source, destination).tables}
+    assert burst["task_instance"].rows_read == 11
+    quiet = {t.table: t for t in sync(airflow3_source, destination).tables}
+    # PostgreSQL tells which rows the last read could not see (xmin), so the overlap re-reads none of the burst.
+    assert quiet["task_instance"].rows_read == 0 and quiet["dag_run"].rows_read == 0
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        # Stamped inside the overlap window but written after the last read: still picked up.
+        connection.execute("UPDATE task_instance SET state = 'skipped', updated_at = updated_at "
+                           "WHERE run_id = 'manual__new' AND map_index = 0")
+    late = {t.table: t for t in sync(airflow3_source, destination).tables}
+    assert (late["task_instance"].rows_read, late["task_instance"].rows_written) == (1, 1)
+    assert_all_mirrored(airflow3_source, destination)

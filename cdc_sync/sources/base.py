@@ -48,6 +48,9 @@ class CursorFilter:
 
     column: str
     after: Any
+    # Where the engine has row versions: only rows written by a transaction the last read could not see
+    # (the overlap then costs no re-read of rows already mirrored).
+    since_row_version: int | None = None
 
 
 @dataclass(frozen=True)

@@ -126,13 +126,20 @@ class PostgresSnapshot(SourceSnapshot):
         if isinstance(where, CursorFilter):
             sql += f" WHERE {quote(where.column)} > %s"
             params = (where.after,)
-        elif isinstance(where, RowVersionFilter):
-            distance = (self.horizon.row_version or 0) - where.since
-            if 0 <= distance < ROW_VERSION_MAX_DISTANCE:
-                sql += f" WHERE {ROW_VERSION_PREDICATE}"
-                params = (str(where.since % 2**32),)
+            if self._row_version_usable(where.since_row_version):
+                sql += f" AND {ROW_VERSION_PREDICATE}"
+                params += (str(where.since_row_version % 2**32),)  # type: ignore[operator]
+        elif isinstance(where, RowVersionFilter) and self._row_version_usable(where.since):
+            sql += f" WHERE {ROW_VERSION_PREDICATE}"
+            params = (str(where.since % 2**32),)
         with self._copy(sql, params) as copy:
             yield from csv_batches(copy, table.columns)
+
+    def _row_version_usable(self, since: int | None) -> bool:
+        """age() comparisons are exact only within 2^31 transactions; further apart, read without the filter."""
+        if since is None or self.horizon.row_version is None:
+            return False
+        return 0 <= self.horizon.row_version - since < ROW_VERSION_MAX_DISTANCE
 
     def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
         columns = tuple(table.column(name) for name in key)
