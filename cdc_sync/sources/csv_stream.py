@@ -15,7 +15,7 @@ import pyarrow.csv as pa_csv
 
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType
 
-BLOCK_SIZE = 8 << 20  # bytes of CSV per Arrow batch: bounds memory, large enough to amortise per-batch costs
+BLOCK_SIZE = 4 << 20  # bytes of CSV parsed at a time: bounds memory, large enough to amortise per-block costs
 
 
 def _csv_type(column: Column) -> pa.DataType:
