@@ -543,3 +543,17 @@ def airflow_db_clean(sql_alchemy_conn: str, before: str, airflow_bin: str | None
         return result.stdout
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def airflow_db_clean_mysql(url: str, before: str) -> str:
+    """:func:`airflow_db_clean` on MySQL/MariaDB through pymysql, with the same ``MySQLdb`` shim as
+    :func:`airflow_migrate_mysql` (only the subprocess sees it)."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_mysqldb_shim(), previous]))
+    try:
+        return airflow_db_clean(url, before)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
