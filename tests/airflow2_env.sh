@@ -15,6 +15,6 @@ overrides="$(mktemp)"
 trap 'rm -f "$overrides"' EXIT
 printf 'sqlalchemy>=1.4.49,<2.0\nalembic>=1.13,<1.16\n' > "$overrides"
 uv venv --quiet --allow-existing --python "$python" "$venv"
-uv pip install --quiet -p "$venv/bin/python" --override "$overrides" \
+uv pip install --quiet --compile-bytecode -p "$venv/bin/python" --override "$overrides" \
   "apache-airflow==2.11.*" "psycopg[binary]>=3.2" "psycopg2-binary>=2.9" "pymysql>=1.1" -e "$repo"
 "$venv/bin/python" -c "import airflow, cdc_sync; print('airflow', airflow.__version__, 'ready in $venv')"
