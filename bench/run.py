@@ -81,7 +81,8 @@ def ensure_bench_venv() -> Path:
     uv = shutil.which("uv") or "uv"
     base_python = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([uv, "venv", "-q", "--allow-existing", "-p", base_python, str(BENCH_VENV)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "-p", str(python), "-r", str(REQUIREMENTS)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "-p", str(python), "-r", str(REQUIREMENTS)],
+                   check=True)
     marker.write_text(digest)
     return python
 
