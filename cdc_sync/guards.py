@@ -17,16 +17,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.renames import rename_column
 from cdc_sync.plan import TablePlan
-from cdc_sync.sources import CursorFilter, SourceSnapshot
+from cdc_sync.sources import SourceSnapshot
 from cdc_sync.state import Watermark
-from cdc_sync.types import LogicalType, TableSchema
+from cdc_sync.types import LogicalType
 
 
 def _mirror_columns(destination: Destination, schema: str, table: str) -> dict[str, str]:
@@ -91,11 +91,7 @@ def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Waterm
         return now is not None and now < int(previous.high_water_mark)
     if plan.strategy not in ("incremental", "append") or plan.cursor != previous.cursor_column or not plan.cursor:
         return False
-    mark = _mark(plan, previous.high_water_mark)
-    just_before = mark - (timedelta(microseconds=1) if plan.cursor_is_timestamp else 1)
-    only_cursor = TableSchema(plan.name, (plan.table.column(plan.cursor),))
-    reaching = sum(batch.num_rows for batch in snapshot.read_rows(only_cursor, CursorFilter(plan.cursor, just_before)))
-    return reaching == 0
+    return not snapshot.reaches(plan.table, plan.cursor, _mark(plan, previous.high_water_mark))
 
 
 def vanished_table_warnings(watermarks: dict[str, Watermark], planned: set[str], available: set[str]) -> list[str]:

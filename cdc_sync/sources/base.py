@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -81,6 +81,16 @@ class SourceSnapshot(ABC):
     @abstractmethod
     def count_rows(self, table: TableSchema) -> int:
         """The table's row count in this snapshot."""
+
+    def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
+        """Whether some row's ``column`` is at or after ``value`` (the source-reset check).
+
+        This generic form streams the matching cursor values; engines override it with a query that stops at the
+        first match and sends no rows.
+        """
+        only_cursor = TableSchema(table.name, (table.column(column),))
+        before = value - (timedelta(microseconds=1) if isinstance(value, datetime) else 1)
+        return any(batch.num_rows for batch in self.read_rows(only_cursor, CursorFilter(column, before)))
 
 
 class Source(ABC):

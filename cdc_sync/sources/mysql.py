@@ -209,6 +209,11 @@ class MySQLSnapshot(SourceSnapshot):
             cursor.execute(f"SELECT COUNT(*) FROM {quote(table.name)}")
             return int(cursor.fetchone()[0])
 
+    def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
+        with self._connection.cursor() as cursor:
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {quote(column)} >= %s)", (value,))
+            return bool(cursor.fetchone()[0])
+
 
 def _lines(cursor: Any) -> Iterator[bytes]:
     """The CSV text of the result, one chunk per fetched batch."""

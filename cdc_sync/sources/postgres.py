@@ -150,6 +150,10 @@ class PostgresSnapshot(SourceSnapshot):
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
 
+    def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
+        sql = f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {quote(column)} >= %s)"
+        return bool(self._connection.execute(sql, (value,)).fetchone()[0])
+
 
 class PostgresSource(Source):
     engine = "postgresql"
