@@ -18,6 +18,12 @@ from cdc_sync.errors import CycleAlreadyRunningError, DestinationError, Terminal
 from cdc_sync.types import LogicalType
 
 BATCH_RELATION = "_cdc_batch"
+# DuckDB's buffer pool keeps written blocks until the limit forces them out, so a process's memory follows the
+# limit. A streamed first load needs almost none: a small limit keeps its peak flat whatever the table size (344 MiB
+# for 3M task instances). Joins (MERGE, delete reconciliation) need headroom: a MERGE of 20,000 rows into a
+# 1M-row mirror ran out of memory at 128 MB.
+APPEND_MEMORY_LIMIT = "128MB"
+JOIN_MEMORY_LIMIT = "1GB"
 
 
 class DuckDBDialect(Dialect):
@@ -37,6 +43,10 @@ class DuckDBDialect(Dialect):
     def insert_relation(self, staging: str, relation: str, columns: Sequence[ColumnSpec]) -> Statement:
         names = self.column_list([c.name for c in columns])
         return Statement(f"INSERT INTO {self.quote(staging)} ({names}) SELECT {names} FROM {self.quote(relation)}")
+
+    def memory_limit(self, limit: str) -> Statement:
+        # SET takes no bound parameter; the value is one of this module's constants, never user input.
+        return Statement(f"SET memory_limit = '{limit}'")
 
     def append_relation(self, schema: str, table: str, relation: str, columns: Sequence[ColumnSpec],
                         synced_at: Any) -> Statement:
@@ -74,10 +84,7 @@ class DuckDBDestination(Destination):
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
-        # Loads stream through and DuckDB spills what does not fit, so a bounded buffer pool keeps a cycle's memory
-        # flat whatever the table size (measured: ~380 MiB peak for a 1M-row first load). Not smaller: a MERGE into
-        # a 1M-row mirror ran out of memory at 128 MB.
-        self._connection.execute("SET memory_limit = '512MB'")
+        self._connection.execute(self.dialect.memory_limit(JOIN_MEMORY_LIMIT).sql)
 
     def _run(self, statement: Statement) -> Any:
         import duckdb
@@ -99,6 +106,7 @@ class DuckDBDestination(Destination):
         return self._run(statement).fetchall()
 
     def begin(self) -> None:
+        self._connection.execute(self.dialect.memory_limit(JOIN_MEMORY_LIMIT).sql)
         self._connection.begin()
 
     def commit(self) -> None:
@@ -147,9 +155,16 @@ class DuckDBDestination(Destination):
 
     def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
                batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
-        """Arrow batches straight into the mirror table: no staging copy."""
-        return self._insert_stream(self.dialect.append_relation(schema, table, BATCH_RELATION, columns, synced_at),
-                                   batches)
+        """Arrow batches straight into the mirror table: no staging copy, and a small buffer pool meanwhile."""
+        self._run(self.dialect.memory_limit(APPEND_MEMORY_LIMIT))
+        try:
+            return self._insert_stream(
+                self.dialect.append_relation(schema, table, BATCH_RELATION, columns, synced_at), batches
+            )
+        finally:
+            # Refused inside an aborted transaction; begin() restores it for the next table then.
+            with contextlib.suppress(TerminalDestinationError):
+                self._run(self.dialect.memory_limit(JOIN_MEMORY_LIMIT))
 
     def try_lock(self, schema: str) -> bool:
         # Other processes are kept out by DuckDB's own file lock; this guards threads of this process.
