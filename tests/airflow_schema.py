@@ -545,13 +545,13 @@ def airflow_db_clean(sql_alchemy_conn: str, before: str, airflow_bin: str | None
         shutil.rmtree(home, ignore_errors=True)
 
 
-def airflow_db_clean_mysql(url: str, before: str) -> str:
+def airflow_db_clean_mysql(url: str, before: str, airflow_bin: str | None = None) -> str:
     """:func:`airflow_db_clean` on MySQL/MariaDB through pymysql, with the same ``MySQLdb`` shim as
-    :func:`airflow_migrate_mysql` (only the subprocess sees it)."""
+    :func:`airflow_migrate_mysql` (only the subprocess sees it); ``airflow_bin`` picks another Airflow (2.11)."""
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_mysqldb_shim(), previous]))
     try:
-        return airflow_db_clean(url, before)
+        return airflow_db_clean(url, before, airflow_bin=airflow_bin)
     finally:
         if previous is None:
             os.environ.pop("PYTHONPATH", None)
