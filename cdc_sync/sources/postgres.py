@@ -79,9 +79,12 @@ SELECT now(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
          OR pg_has_role(current_user, 'pg_read_all_stats', 'member')
 """
-# Rows whose xmin is at or after a stored (64-bit) transaction id. age() measures both against the same reference,
-# which stays exact while they are less than 2^31 transactions apart; older marks fall back to a full read.
-ROW_VERSION_PREDICATE = "age(xmin) <= age(%s::text::xid)"
+# Rows whose xmin is at or after a stored transaction id, compared modulo 2^32 the way PostgreSQL orders xids
+# (exact while they are less than 2^31 apart; further apart, the read goes without the filter). Frozen and
+# special xids (0-2) are old by definition. Plain arithmetic, unlike age(), lets PostgreSQL scan in parallel.
+ROW_VERSION_PREDICATE = (
+    "(xmin::text::bigint >= 3 AND mod(xmin::text::bigint - %s::bigint + 4294967296, 4294967296) < 2147483648)"
+)
 ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 
 
@@ -128,10 +131,10 @@ class PostgresSnapshot(SourceSnapshot):
             params = (where.after,)
             if self._row_version_usable(where.since_row_version):
                 sql += f" AND {ROW_VERSION_PREDICATE}"
-                params += (str(where.since_row_version % 2**32),)  # type: ignore[operator]
+                params += (where.since_row_version % 2**32,)  # type: ignore[operator]
         elif isinstance(where, RowVersionFilter) and self._row_version_usable(where.since):
             sql += f" WHERE {ROW_VERSION_PREDICATE}"
-            params = (str(where.since % 2**32),)
+            params = (where.since % 2**32,)
         with self._copy(sql, params) as copy:
             yield from csv_batches(copy, table.columns)
 
