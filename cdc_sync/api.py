@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import URL
 
-from cdc_sync.config import SyncConfig, build_config
+from cdc_sync.config import DEFAULT_DESTINATION, DEFAULT_SCHEMA, SyncConfig, build_config
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.errors import TableSyncError
 from cdc_sync.replicate import TableCallback, run_cycle
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
+from cdc_sync.urls import parse_url
 
 
 def _config(source: str | URL | None, destination: str | URL | None, schema: str | None,
@@ -65,18 +67,18 @@ def resync(
     return report
 
 
-def status(destination: str | URL | None = None, schema: str | None = None) -> list[Watermark]:
+def status(destination: str | URL | None = None, schema: str | None = None,
+           destination_options: Mapping[str, Any] | None = None) -> list[Watermark]:
     """The watermark table of a mirror: one entry per table (empty if the schema was never synced)."""
-    config = build_config(source="sqlite://", destination=destination, schema=schema)
-    dialect_for(config.destination_url).validate_schema_name(config.schema)
-    with open_destination(config.destination_url) as connection:
-        store = StateStore(connection, config.schema)
-        if not store.exists():
+    url = parse_url(destination or os.environ.get("CDC_SYNC_DESTINATION_URL") or DEFAULT_DESTINATION,
+                    role="destination")
+    schema = schema or os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
+    dialect_for(url).validate_schema_name(schema)
+    with open_destination(url, destination_options) as connection:
+        store = StateStore(connection, schema)
+        if not store.has_state():
             return []
-        try:
-            return list(store.watermarks().values())
-        except Exception:
-            return []
+        return list(store.watermarks().values())
 
 
 def _raise_for_failures(report: CycleReport, raise_on_failure: bool) -> None:

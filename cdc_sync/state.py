@@ -108,6 +108,10 @@ class StateStore:
     def exists(self) -> bool:
         return bool(self.destination.scalar(self.dialect.schema_exists(self.schema)))
 
+    def has_state(self) -> bool:
+        """Whether a cycle ever wrote its watermark table into this schema."""
+        return self.exists() and bool(self.destination.query(self.dialect.table_columns(self.schema, WATERMARKS)))
+
     def claim_source(self, identity: str, *, allow_foreign: bool) -> None:
         """Bind the schema to one source database, so two Airflow environments never mix in one mirror."""
         rows = self.destination.query(self.dialect.select_all(self.schema, META, ["key", "value"]))

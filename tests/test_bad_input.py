@@ -115,3 +115,12 @@ def test_cli_run_then_status(airflow3_source: str, tmp_path: Path) -> None:
                            "WHERE run_id = 'scheduled__9'")
     again = runner.invoke(main, ["run", "--source", airflow3_source, "--destination", destination, "--json"])
     assert again.exit_code == 0 and '"rows_written": 1' in again.output
+
+
+def test_status_of_a_schema_never_synced_is_empty_and_an_unreachable_warehouse_is_an_error(
+    postgres_destination: str,
+) -> None:
+    assert cdc_sync.status(postgres_destination, "never_synced") == []
+    with pytest.raises(cdc_sync.DestinationError) as error:
+        cdc_sync.status("postgresql://postgres:s3cret@127.0.0.1:1/warehouse", "airflow")
+    assert "127.0.0.1:1" in str(error.value) and "s3cret" not in str(error.value)
