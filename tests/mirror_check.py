@@ -12,6 +12,17 @@ import duckdb
 import psycopg
 from sqlalchemy.engine import make_url
 
+# The merge key of each mirrored Airflow table in these tests (natural keys where Airflow's id is not stable).
+AIRFLOW_KEYS: dict[str, list[str]] = {
+    "dag": ["dag_id"],
+    "dag_run": ["dag_id", "run_id"],
+    "dag_tag": ["name", "dag_id"],
+    "import_error": ["id"],
+    "job": ["id"],
+    "task_instance": ["dag_id", "task_id", "run_id", "map_index"],
+    "log": ["id"],
+}
+
 
 def normalize(value: Any) -> Any:
     """One form per value: JSON parsed, UUIDs as text, instants in UTC, bytes as bytes."""

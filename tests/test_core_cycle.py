@@ -8,17 +8,9 @@ import pytest
 import cdc_sync
 from cdc_sync.errors import TableSyncError
 from cdc_sync.state import StateStore
-from tests.mirror_check import assert_mirrored, mirror_query
+from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
 
-KEYS = {
-    "dag": ["dag_id"],
-    "dag_run": ["dag_id", "run_id"],
-    "dag_tag": ["name", "dag_id"],
-    "import_error": ["id"],
-    "job": ["id"],
-    "task_instance": ["dag_id", "task_id", "run_id", "map_index"],
-    "log": ["id"],
-}
+KEYS = AIRFLOW_KEYS
 SCHEMA = "airflow-qwe123"
 
 

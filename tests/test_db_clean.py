@@ -28,16 +28,34 @@ def _source_keys(source: str, table: str) -> set[tuple]:
         return set(connection.execute(f'SELECT {columns} FROM "{table}"').fetchall())
 
 
-def _mirror(destination: str, table: str, where: str = "") -> dict[tuple, tuple]:
+def _mirror(destination: str, table: str, keys: dict[str, list[str]] = KEYS) -> dict[tuple, tuple]:
     """Key → (every mirrored column except the bookkeeping ones, _cdc_deleted_at)."""
-    rows = mirror_query(destination, f'SELECT * FROM "{SCHEMA}"."{table}" {where}')
+    rows = mirror_query(destination, f'SELECT * FROM "{SCHEMA}"."{table}"')
     names = [row[0] for row in mirror_query(
         destination, "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
         "ORDER BY ordinal_position", (SCHEMA, table))]
-    key_at = [names.index(name) for name in KEYS[table]]
+    key_at = [names.index(name) for name in keys[table]]
     deleted_at, synced_at = names.index("_cdc_deleted_at"), names.index("_cdc_synced_at")
     return {tuple(row[i] for i in key_at): (tuple(v for i, v in enumerate(row) if i not in (deleted_at, synced_at)),
                                             row[deleted_at]) for row in rows}
+
+
+def assert_purged_rows_kept_or_removed(soft_report, soft: str, hard: str, before: dict, keys_before: dict,
+                                       purged: dict, keys: dict[str, list[str]]) -> None:
+    """The soft mirror keeps every purged row, marked deleted with its data; the hard mirror lost exactly them."""
+    by_table = {t.table: t for t in soft_report.tables}
+    for table in before:
+        assert by_table[table].rows_deleted == len(purged[table])
+        after = _mirror(soft, table, keys)
+        assert set(after) == set(before[table]), "soft deletes keep every row"
+        for key in purged[table]:
+            columns, deleted_at = after[key]
+            assert deleted_at is not None, f"{table}{key} purged on the source but live in the mirror"
+            assert columns == before[table][key][0], "the purged row keeps its data as history"
+        assert all(after[key][1] is None for key in set(after) - purged[table])
+        hard_rows = _mirror(hard, table, keys)
+        assert set(hard_rows) == keys_before[table] - purged[table], "hard deletes remove exactly the purged rows"
+        assert all(deleted_at is None for _, deleted_at in hard_rows.values())
 
 
 @pytest.mark.slow
@@ -68,16 +86,4 @@ def test_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
         for table in KEYS:
             exclude = tuple(c for c in source_columns(source, table) if c == "password")
             assert_mirrored(source, destination, SCHEMA, table, KEYS[table], exclude=exclude)
-    by_table = {t.table: t for t in soft_report.tables}
-    for table in CLEANED:
-        assert by_table[table].rows_deleted == len(purged[table])
-        after = _mirror(soft, table)
-        assert set(after) == set(before[table]), "soft deletes keep every row"
-        for key in purged[table]:
-            columns, deleted_at = after[key]
-            assert deleted_at is not None, f"{table}{key} purged on the source but live in the mirror"
-            assert columns == before[table][key][0], "the purged row keeps its data as history"
-        assert all(after[key][1] is None for key in set(after) - purged[table])
-        hard_rows = _mirror(hard, table)
-        assert set(hard_rows) == keys_before[table] - purged[table], "hard deletes remove exactly the purged rows"
-        assert all(deleted_at is None for _, deleted_at in hard_rows.values())
+    assert_purged_rows_kept_or_removed(soft_report, soft, hard, before, keys_before, purged, KEYS)

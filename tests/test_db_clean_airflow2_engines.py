@@ -11,9 +11,8 @@ import pytest
 
 import cdc_sync
 from tests.airflow_schema import AIRFLOW2_BIN, airflow_db_clean, airflow_db_clean_mysql
-from tests.mirror_check import mirror_query
 from tests.test_airflow2_schemas import KEYS, SCHEMA, _sqlite_rows, assert_mirrored
-from tests.test_db_clean import CLEAN_BEFORE
+from tests.test_db_clean import CLEAN_BEFORE, _mirror, assert_purged_rows_kept_or_removed
 from tests.test_source_mysql import source_rows as mysql_source_rows
 
 # The 2.11 fills date run r at 2026-01-01 00:00 + r minutes (runs 1..40, run r in dag_{r % 5 + 1}), its four task
@@ -33,18 +32,6 @@ def _source_rows(engine: str, source: str, table: str) -> dict[tuple, dict[str, 
     return (mysql_source_rows if engine == "mysql" else _sqlite_rows)(source, table, KEYS[table])[1]
 
 
-def _mirror(destination: str, table: str) -> dict[tuple, tuple]:
-    """Key → (every mirrored column except the bookkeeping ones, _cdc_deleted_at)."""
-    rows = mirror_query(destination, f'SELECT * FROM "{SCHEMA}"."{table}"')
-    names = [row[0] for row in mirror_query(
-        destination, "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", (SCHEMA, table))]
-    key_at = [names.index(name) for name in KEYS[table]]
-    deleted_at, synced_at = names.index("_cdc_deleted_at"), names.index("_cdc_synced_at")
-    return {tuple(row[i] for i in key_at): (tuple(v for i, v in enumerate(row) if i not in (deleted_at, synced_at)),
-                                            row[deleted_at]) for row in rows}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["mysql", "sqlite"])
 def test_airflow2_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
@@ -55,7 +42,7 @@ def test_airflow2_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
     options = {"schema": SCHEMA, "additional_tables": ["log"]}
     assert cdc_sync.sync(source, soft, **options).ok
     assert cdc_sync.sync(source, hard, deletes="hard", **options).ok
-    before = {table: _mirror(soft, table) for table in CLEANED}
+    before = {table: _mirror(soft, table, KEYS) for table in CLEANED}
     rows_before = {table: _source_rows(engine, source, table) for table in KEYS}
     keys_before = {table: set(rows) for table, rows in rows_before.items()}
     assert all(set(before[table]) == keys_before[table] for table in CLEANED), "the first cycle mirrored all"
@@ -80,16 +67,4 @@ def test_airflow2_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
         for table in KEYS:
             exclude = ("password",) if table == "ab_user" else ()
             assert assert_mirrored(engine, source, destination, table, exclude=exclude) > 0
-    by_table = {t.table: t for t in soft_report.tables}
-    for table in CLEANED:
-        assert by_table[table].rows_deleted == len(purged[table])
-        after = _mirror(soft, table)
-        assert set(after) == set(before[table]), "soft deletes keep every row"
-        for key in purged[table]:
-            columns, deleted_at = after[key]
-            assert deleted_at is not None, f"{table}{key} purged on the source but live in the mirror"
-            assert columns == before[table][key][0], "the purged row keeps its data as history"
-        assert all(after[key][1] is None for key in set(after) - purged[table])
-        hard_rows = _mirror(hard, table)
-        assert set(hard_rows) == keys_before[table] - purged[table], "hard deletes remove exactly the purged rows"
-        assert all(deleted_at is None for _, deleted_at in hard_rows.values())
+    assert_purged_rows_kept_or_removed(soft_report, soft, hard, before, keys_before, purged, KEYS)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 import cdc_sync
 from tests.airflow_schema import airflow_db_clean, airflow_db_clean_mysql, mysql_connect
-from tests.test_db_clean import CLEAN_BEFORE, _mirror
+from tests.test_db_clean import CLEAN_BEFORE, _mirror, assert_purged_rows_kept_or_removed
 from tests.test_source_mysql import KEYS
 from tests.test_source_mysql import assert_mirrored as assert_mirrored_mysql
 from tests.test_source_sqlite import assert_mirrored as assert_mirrored_sqlite
@@ -54,7 +54,7 @@ def test_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
     options = {"schema": SCHEMA, "additional_tables": ["log"]}
     assert cdc_sync.sync(source, soft, **options).ok
     assert cdc_sync.sync(source, hard, deletes="hard", **options).ok
-    before = {table: _mirror(soft, table) for table in CLEANED}
+    before = {table: _mirror(soft, table, KEYS) for table in CLEANED}
     keys_before = {table: _source_keys(engine, source, table) for table in KEYS}
     assert all(len(before[table]) == len(keys_before[table]) for table in CLEANED)
 
@@ -74,16 +74,4 @@ def test_db_clean_soft_deletes_by_default_and_hard_deletes_on_request(
     for destination in (soft, hard):
         for table in KEYS:
             assert assert_mirrored(source, destination, table) > 0
-    by_table = {t.table: t for t in soft_report.tables}
-    for table in CLEANED:
-        assert by_table[table].rows_deleted == len(purged[table])
-        after = _mirror(soft, table)
-        assert set(after) == set(before[table]), "soft deletes keep every row"
-        for key in purged[table]:
-            columns, deleted_at = after[key]
-            assert deleted_at is not None, f"{table}{key} purged on the source but live in the mirror"
-            assert columns == before[table][key][0], "the purged row keeps its data as history"
-        assert all(after[key][1] is None for key in set(after) - purged[table])
-        hard_rows = _mirror(hard, table)
-        assert set(hard_rows) == keys_before[table] - purged[table], "hard deletes remove exactly the purged rows"
-        assert all(deleted_at is None for _, deleted_at in hard_rows.values())
+    assert_purged_rows_kept_or_removed(soft_report, soft, hard, before, keys_before, purged, KEYS)

@@ -16,18 +16,10 @@ from cdc_sync.sources import open_source
 from cdc_sync.sources.mysql import MySQLSource
 from cdc_sync.types import LogicalType
 from tests.airflow_schema import fill_airflow3_mysql, mysql_connect, mysql_execute
-from tests.mirror_check import mirror_query, mirror_rows, normalize
+from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, normalize
 
 SCHEMA = "airflow"
-KEYS = {
-    "dag": ["dag_id"],
-    "dag_run": ["dag_id", "run_id"],
-    "dag_tag": ["name", "dag_id"],
-    "import_error": ["id"],
-    "job": ["id"],
-    "task_instance": ["dag_id", "task_id", "run_id", "map_index"],
-    "log": ["id"],
-}
+KEYS = AIRFLOW_KEYS
 
 
 def database_of(url: str) -> str:

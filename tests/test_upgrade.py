@@ -10,17 +10,11 @@ import pytest
 
 import cdc_sync
 from tests.airflow_schema import airflow_migrate, pg_execute
-from tests.mirror_check import assert_mirrored, mirror_query, source_columns
+from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query, source_columns
 
 SCHEMA = "airflow"
 KEYS = {
-    "dag": ["dag_id"],
-    "dag_run": ["dag_id", "run_id"],
-    "dag_tag": ["name", "dag_id"],
-    "import_error": ["id"],
-    "job": ["id"],
-    "task_instance": ["dag_id", "task_id", "run_id", "map_index"],
-    "log": ["id"],
+    **AIRFLOW_KEYS,
     "ab_user": ["id"],
     "ab_role": ["id"],
     "ab_permission": ["id"],

@@ -14,6 +14,7 @@ from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
 
 SYNCED_AT = "_cdc_synced_at"
+LOCKS = "_cdc_locks"
 DELETED_AT = "_cdc_deleted_at"
 RANK = "_cdc_rank"
 
@@ -256,4 +257,40 @@ class Dialect:
     def schema_exists(self, schema: str) -> Statement:
         return Statement(
             f"SELECT count(*) FROM information_schema.schemata WHERE schema_name = {self.placeholder}", (schema,)
+        )
+
+
+class LeaseLockDialect(Dialect):
+    """The lease-row cycle lock of warehouses without advisory locks (Snowflake, Redshift).
+
+    How a lease is *taken* atomically differs per warehouse and stays in the subclass; the table and the
+    read / renew / release statements are common.
+    """
+
+    def create_lock_table(self, schema: str) -> Statement:
+        columns = [ColumnSpec("lock_name", LogicalType.TEXT), ColumnSpec("holder", LogicalType.TEXT),
+                   ColumnSpec("expires_at", LogicalType.TIMESTAMP_TZ)]
+        return self.create_table(schema, LOCKS, columns)
+
+    def lease_holder(self, schema: str, lock: str) -> Statement:
+        return Statement(
+            f"SELECT {self.quote('holder')} FROM {self.table(schema, LOCKS)} "
+            f"WHERE {self.quote('lock_name')} = {self.placeholder}",
+            (lock,),
+        )
+
+    def renew_lease(self, schema: str, lock: str, holder: str, expires: Any) -> Statement:
+        p = self.placeholder
+        return Statement(
+            f"UPDATE {self.table(schema, LOCKS)} SET {self.quote('expires_at')} = {p} "
+            f"WHERE {self.quote('lock_name')} = {p} AND {self.quote('holder')} = {p}",
+            (expires, lock, holder),
+        )
+
+    def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
+        p = self.placeholder
+        return Statement(
+            f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
+            f"AND {self.quote('holder')} = {p}",
+            (lock, holder),
         )

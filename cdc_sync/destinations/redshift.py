@@ -38,12 +38,11 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import DELETED_AT, SYNCED_AT, ColumnSpec, Dialect, Statement
+from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import redact
 
-LOCKS = "_cdc_locks"
 VARCHAR_MAX_BYTES = 65_535
 TRUNCATION_MARKER = "…[truncated by cdc_sync: {size} bytes]"
 STATEMENT_LIMIT_BYTES = 16 * 1024 * 1024
@@ -74,11 +73,11 @@ class Script(Statement):
     counted: int = -1
 
 
-class RedshiftDialect(Dialect):
+class RedshiftDialect(LeaseLockDialect):
     name = "redshift"
     max_identifier_length = 127
     TYPE_NAMES = {
-        **Dialect.TYPE_NAMES,
+        **LeaseLockDialect.TYPE_NAMES,
         LogicalType.TEXT: f"VARCHAR({VARCHAR_MAX_BYTES})",
         LogicalType.JSON: "SUPER",
         LogicalType.BYTES: "VARBYTE(1024000)",
@@ -160,11 +159,6 @@ class RedshiftDialect(Dialect):
         return Statement("SET timezone TO 'UTC'")
 
     # ---- the cycle lock: a lease row under LOCK -------------------------------------------------------------
-    def create_lock_table(self, schema: str) -> Statement:
-        columns = [ColumnSpec("lock_name", LogicalType.TEXT), ColumnSpec("holder", LogicalType.TEXT),
-                   ColumnSpec("expires_at", LogicalType.TIMESTAMP_TZ)]
-        return self.create_table(schema, LOCKS, columns)
-
     def lock_table(self, schema: str) -> Statement:
         return Statement(f"LOCK {self.table(schema, LOCKS)}")
 
@@ -174,29 +168,6 @@ class RedshiftDialect(Dialect):
             f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
             f"AND {self.quote('expires_at')} < {p}",
             (lock, now),
-        )
-
-    def lease_holder(self, schema: str, lock: str) -> Statement:
-        return Statement(
-            f"SELECT {self.quote('holder')} FROM {self.table(schema, LOCKS)} "
-            f"WHERE {self.quote('lock_name')} = {self.placeholder}",
-            (lock,),
-        )
-
-    def renew_lease(self, schema: str, lock: str, holder: str, expires: datetime) -> Statement:
-        p = self.placeholder
-        return Statement(
-            f"UPDATE {self.table(schema, LOCKS)} SET {self.quote('expires_at')} = {p} "
-            f"WHERE {self.quote('lock_name')} = {p} AND {self.quote('holder')} = {p}",
-            (expires, lock, holder),
-        )
-
-    def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
-        p = self.placeholder
-        return Statement(
-            f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
-            f"AND {self.quote('holder')} = {p}",
-            (lock, holder),
         )
 
 

@@ -31,12 +31,11 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import redact
 
-LOCKS = "_cdc_locks"
 DDL_VERBS = ("CREATE", "ALTER", "DROP")
 # Rows per Parquet file: a few tens of MB per file, which is what COPY INTO loads fastest.
 ROWS_PER_FILE = 250_000
@@ -61,7 +60,7 @@ class StagingStatement(Statement):
     columns: tuple[ColumnSpec, ...] = ()
 
 
-class SnowflakeDialect(Dialect):
+class SnowflakeDialect(LeaseLockDialect):
     name = "snowflake"
     max_identifier_length = 255
     TYPE_NAMES = {
@@ -131,11 +130,6 @@ class SnowflakeDialect(Dialect):
         )
 
     # ---- the cycle lock: a lease row ------------------------------------------------------------------------
-    def create_lock_table(self, schema: str) -> Statement:
-        columns = [ColumnSpec("lock_name", LogicalType.TEXT), ColumnSpec("holder", LogicalType.TEXT),
-                   ColumnSpec("expires_at", LogicalType.TIMESTAMP_TZ)]
-        return self.create_table(schema, LOCKS, columns)
-
     def acquire_lease(self, schema: str, lock: str, holder: str, now: datetime, expires: datetime) -> Statement:
         """Take the lease if nobody holds it or the holder's lease expired. MERGE statements on one table are
         serialized by Snowflake, so two cycles cannot both see the lease free."""
@@ -147,29 +141,6 @@ class SnowflakeDialect(Dialect):
             f"WHEN MATCHED AND t.{until} < {p} THEN UPDATE SET {owner} = s.{owner}, {until} = s.{until} "
             f"WHEN NOT MATCHED THEN INSERT ({name}, {owner}, {until}) VALUES (s.{name}, s.{owner}, s.{until})",
             (lock, holder, expires, now),
-        )
-
-    def lease_holder(self, schema: str, lock: str) -> Statement:
-        return Statement(
-            f"SELECT {self.quote('holder')} FROM {self.table(schema, LOCKS)} "
-            f"WHERE {self.quote('lock_name')} = {self.placeholder}",
-            (lock,),
-        )
-
-    def renew_lease(self, schema: str, lock: str, holder: str, expires: datetime) -> Statement:
-        p = self.placeholder
-        return Statement(
-            f"UPDATE {self.table(schema, LOCKS)} SET {self.quote('expires_at')} = {p} "
-            f"WHERE {self.quote('lock_name')} = {p} AND {self.quote('holder')} = {p}",
-            (expires, lock, holder),
-        )
-
-    def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
-        p = self.placeholder
-        return Statement(
-            f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
-            f"AND {self.quote('holder')} = {p}",
-            (lock, holder),
         )
 
 
