@@ -35,13 +35,13 @@ def _mirror_columns(destination: Destination, schema: str, table: str) -> dict[s
     return {name.lower(): data_type for name, data_type in rows}
 
 
-def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan,
+                         existing: dict[str, str]) -> list[str]:
     """Rename mirror columns that an Airflow upgrade retyped beyond what they hold; returns the kept names.
 
-    Committed on its own: the renamed-away column then reads as new, so the table is re-read in full until a
-    cycle succeeds (see :func:`missing_columns`)."""
+    ``existing`` is :func:`_mirror_columns` of the table. Committed on its own: the renamed-away column then reads
+    as new, so the table is re-read in full until a cycle succeeds (see :func:`missing_columns`)."""
     dialect = destination.dialect
-    existing = _mirror_columns(destination, schema, plan.name)
     kept: list[str] = []
     for column in plan.columns:
         if (plan.name, column.name) not in catalog.UPGRADE_RETYPED_COLUMNS:
@@ -61,9 +61,8 @@ def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan)
     return kept
 
 
-def missing_columns(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+def missing_columns(destination: Destination, plan: TablePlan, existing: dict[str, str]) -> list[str]:
     """Source columns an existing mirror table lacks (empty when the mirror table does not exist yet)."""
-    existing = _mirror_columns(destination, schema, plan.name)
     if not existing:
         return []
     fold = destination.dialect.fold
@@ -110,13 +109,15 @@ def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot,
 
     A backfill passes no previous watermark: the cycle then treats the table as first synced (full read, no
     "resync for history" hint), while the mirror and its history stay as they are."""
-    kept = keep_retyped_columns(destination, schema, plan)
+    existing = _mirror_columns(destination, schema, plan.name)
+    kept = keep_retyped_columns(destination, schema, plan, existing)
     if kept:
+        existing = _mirror_columns(destination, schema, plan.name)  # the renames changed it
         warnings.append(
             f"An Airflow upgrade changed the type of {', '.join(k.removesuffix('_airflow2') for k in kept)} in "
             f"{plan.name}: the mirror keeps the former values in {', '.join(kept)}."
         )
-    added = missing_columns(destination, schema, plan) if previous is not None else []
+    added = missing_columns(destination, plan, existing) if previous is not None else []
     if added:
         warnings.append(
             f"New source column(s) {', '.join(added)}: {plan.name} is re-read in full this cycle, so every live row "

@@ -124,7 +124,7 @@ class TableCycle:
         self.cycle_id = cycle_id
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
-            report: TableReport) -> Watermark:
+            report: TableReport, clock_started: float) -> Watermark:
         destination, dialect, schema = self.destination, self.dialect, self.schema
         started = utc_now()
         horizon = snapshot.horizon
@@ -133,12 +133,8 @@ class TableCycle:
         full = full or key_changed or cursor_changed
         position = start_position(plan, previous, horizon, self.config.lookback_seconds, full)
         destination.begin()
-        added = prepare_mirror_table(destination, schema, plan)
-        if added and previous is not None:
-            report.warnings.append(
-                f"New source column(s) {', '.join(added)} added to the mirror; rows synced before hold NULL there "
-                f"until `cdc-sync resync --table {plan.name}`."
-            )
+        # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
+        prepare_mirror_table(destination, schema, plan)
         staging = dialect.staging_name(plan.name)
         destination.execute(dialect.drop_staging(staging))
         destination.execute(dialect.create_staging(staging, plan.columns))
@@ -162,7 +158,7 @@ class TableCycle:
         destination.execute(dialect.drop_staging(staging))
         position = next_position(plan, position, horizon, tally.maximum)
         finished = utc_now()
-        report.seconds = round(time.monotonic() - report.seconds, 3)
+        report.seconds = round(time.monotonic() - clock_started, 3)
         report.high_water_mark = _format_mark(position.high_water_mark)
         watermark = Watermark(
             table_name=plan.name,
@@ -329,16 +325,18 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
               full: bool) -> TableReport:
     report = TableReport(table=plan.name, strategy="full" if full and plan.strategy != "full" else plan.strategy)
     started = utc_now()
+    clock_started = time.monotonic()
 
     def attempt() -> Watermark:
-        report.seconds = time.monotonic()
+        nonlocal clock_started
+        clock_started = time.monotonic()
         report.warnings.clear()
         with source.snapshot() as snapshot:
             # Upgrades and resets (cdc_sync.guards): may turn this cycle of the table into a full re-read.
             since, reread = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full,
                                         report.warnings)
             try:
-                return cycle.run(plan, snapshot, since, reread, report)
+                return cycle.run(plan, snapshot, since, reread, report, clock_started)
             except BaseException:
                 cycle.destination.rollback()
                 raise
@@ -349,7 +347,7 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
                  max(report.rows_written, 0), report.rows_deleted, report.seconds)
     except CdcSyncError as error:
         report.status, report.error = "failed", str(error)
-        report.seconds = round(time.monotonic() - report.seconds, 3)
+        report.seconds = round(time.monotonic() - clock_started, 3)
         log.error("%s failed: %s", plan.name, error)
         cycle.record_failure(plan, previous, report, started)
     for warning in report.warnings:
