@@ -22,7 +22,6 @@ from typing import Any
 
 from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.renames import rename_column
 from cdc_sync.plan import TablePlan
 from cdc_sync.sources import SourceSnapshot
 from cdc_sync.state import Watermark
@@ -53,7 +52,7 @@ def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan,
         kept.append(target)
         destination.begin()
         try:
-            destination.execute(rename_column(dialect, schema, plan.name, column.name, target))
+            destination.execute(dialect.rename_column(schema, plan.name, column.name, target))
             destination.commit()
         except BaseException:
             destination.rollback()

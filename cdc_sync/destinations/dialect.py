@@ -122,6 +122,12 @@ class Dialect:
             f"{self.type_name(column.logical_type)}"
         )
 
+    def rename_column(self, schema: str, table: str, old: str, new: str) -> Statement:
+        """Only for an Airflow upgrade retyping a column: the old values are kept under a new name."""
+        return Statement(
+            f"ALTER TABLE {self.table(schema, table)} RENAME COLUMN {self.quote(old)} TO {self.quote(new)}"
+        )
+
     def table_columns(self, schema: str, table: str) -> Statement:
         p = self.placeholder
         return Statement(
