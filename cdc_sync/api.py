@@ -6,15 +6,13 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.config import DEFAULT_DESTINATION, DEFAULT_SCHEMA, SyncConfig, build_config
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.errors import TableSyncError
 from cdc_sync.replicate import TableCallback, run_cycle
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
-from cdc_sync.urls import parse_url
+from cdc_sync.urls import URL, parse_url
 
 
 def _config(source: str | URL | None, destination: str | URL | None, schema: str | None,

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cdc_sync import api
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.report import CycleReport, TableReport
 
-console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@functools.cache
+def _stderr() -> Console:
+    """Rich is imported on first use: a scheduled ``run --json`` never draws, and is spared its import time."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout_table(title: str, columns: tuple[str, ...], right_aligned: frozenset[str] = frozenset()) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right_aligned else "left")
+    return table
+
+
+def _print_stdout(renderable: Any) -> None:
+    from rich.console import Console
+
+    Console().print(renderable)
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -71,33 +94,36 @@ def _print_report(report: CycleReport, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.summary(), indent=2, default=str))
         return
-    table = Table(title=f"cdc-sync cycle into schema {report.schema!r}")
-    for column in ("table", "strategy", "status", "read", "written", "deleted", "seconds"):
-        table.add_column(column, justify="right" if column in {"read", "written", "deleted", "seconds"} else "left")
+    table = _stdout_table(f"cdc-sync cycle into schema {report.schema!r}",
+                          ("table", "strategy", "status", "read", "written", "deleted", "seconds"),
+                          frozenset({"read", "written", "deleted", "seconds"}))
     for item in report.tables:
         status = item.status if item.status == "ok" else f"[red]{item.status}"
         table.add_row(item.table, item.strategy, status, str(item.rows_read), str(max(item.rows_written, 0)),
                       str(item.rows_deleted), f"{item.seconds:.2f}")
-    Console().print(table)
+    _print_stdout(table)
     for warning in report.warnings + [f"{t.table}: {w}" for t in report.tables for w in t.warnings]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        _stderr().print(f"[yellow]warning:[/] {warning}")
     for name, error in report.failed.items():
-        console.print(f"[red]error:[/] {name}: {error}")
+        _stderr().print(f"[red]error:[/] {name}: {error}")
 
 
 def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: bool, **extra: Any) -> None:
-    with console.status("syncing…") as status:
-        def progress(item: TableReport) -> None:
-            status.update(f"synced {item.table} ({item.rows_read} rows read)")
+    if as_json or not sys.stderr.isatty():
+        report = action(**request, **extra)  # no one watches a spinner in a scheduler's log
+    else:
+        with _stderr().status("syncing…") as status:
+            def progress(item: TableReport) -> None:
+                status.update(f"synced {item.table} ({item.rows_read} rows read)")
 
-        report = action(**request, on_table=progress, **extra)
+            report = action(**request, on_table=progress, **extra)
     _print_report(report, as_json)
     if not report.ok:
         sys.exit(1)
 
 
 def _fail(error: CdcSyncError) -> None:
-    console.print(f"[red]error:[/] {error}", soft_wrap=True)
+    _stderr().print(f"[red]error:[/] {error}", soft_wrap=True)
     sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -144,16 +170,15 @@ def status(destination: str | None, schema: str | None, as_json: bool) -> None:
         click.echo(json.dumps([vars(mark) for mark in marks], indent=2, default=str))
         return
     if not marks:
-        console.print("No cycle has run into this schema yet.")
+        _stderr().print("No cycle has run into this schema yet.")
         return
-    table = Table(title="cdc-sync status")
-    for column in ("table", "strategy", "cursor", "high-water mark", "last success", "lag s", "live rows", "error"):
-        table.add_column(column)
+    table = _stdout_table("cdc-sync status", ("table", "strategy", "cursor", "high-water mark", "last success",
+                                              "lag s", "live rows", "error"))
     for mark in marks:
         table.add_row(mark.table_name, mark.strategy, mark.cursor_column or "", mark.high_water_mark or "",
                       str(mark.last_success_at or ""), f"{mark.lag_seconds or 0:.1f}", str(mark.live_rows or 0),
                       (mark.last_error or "")[:80])
-    Console().print(table)
+    _print_stdout(table)
 
 
 @main.command()
@@ -164,7 +189,7 @@ def demo(workdir: str) -> None:
 
     _logging(False)
     try:
-        run_demo(workdir, console)
+        run_demo(workdir, _stderr())
     except CdcSyncError as error:
         _fail(error)
 

@@ -8,10 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.errors import ConfigError
-from cdc_sync.urls import engine_of, parse_url
+from cdc_sync.urls import URL, engine_of, parse_url
 
 DeleteMode = Literal["soft", "hard", "ignore"]
 DELETE_MODES: tuple[str, ...] = ("soft", "hard", "ignore")

@@ -6,7 +6,6 @@ import hashlib
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> Iterator[pa.RecordBatch]:
@@ -37,6 +36,8 @@ class Tally:
         for batch in batches:
             self.rows += batch.num_rows
             if self.column is not None and batch.num_rows:
+                import pyarrow.compute as pc  # imported on the first row read: a no-change cycle never pays for it
+
                 value = pc.max(batch.column(self.column)).as_py()
                 if value is not None and (self.maximum is None or value > self.maximum):
                     self.maximum = value

@@ -289,7 +289,7 @@ def airflow3_rows(*, dags: int = 5, runs: int = 50, tasks_per_run: int = 4, jobs
 
 def fill_airflow3_mysql(url: str, **sizes) -> None:
     """Insert :func:`airflow3_rows` into a MySQL/MariaDB Airflow 3 schema."""
-    from sqlalchemy.engine import make_url
+    from cdc_sync.urls import make_url
 
     with mysql_connect(make_url(url).database) as connection, connection.cursor() as cursor:
         for table, (columns, rows) in airflow3_rows(**sizes).items():
@@ -498,7 +498,7 @@ def _naive_utc(value):
 def fill_airflow2_mysql(url: str, **sizes) -> None:
     """Insert :func:`airflow2_rows` into a MySQL/MariaDB Airflow 2.11 schema (instants as naive UTC: the session
     time zone is UTC)."""
-    from sqlalchemy.engine import make_url
+    from cdc_sync.urls import make_url
 
     with mysql_connect(make_url(url).database) as connection, connection.cursor() as cursor:
         for table, (columns, rows) in airflow2_rows(**sizes).items():

@@ -10,7 +10,8 @@ from typing import Any
 
 import duckdb
 import psycopg
-from sqlalchemy.engine import make_url
+
+from cdc_sync.urls import make_url
 
 # The merge key of each mirrored Airflow table in these tests (natural keys where Airflow's id is not stable).
 AIRFLOW_KEYS: dict[str, list[str]] = {

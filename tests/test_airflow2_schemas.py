@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 import cdc_sync
 from cdc_sync.config import build_config
 from cdc_sync.plan import plan_table
 from cdc_sync.sources import open_source
+from cdc_sync.urls import make_url
 from tests.mirror_check import assert_mirrored as assert_pg_mirrored
 from tests.mirror_check import mirror_query, mirror_rows, normalize
 from tests.test_source_mysql import source_rows as mysql_source_rows

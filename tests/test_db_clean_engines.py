@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 import cdc_sync
+from cdc_sync.urls import make_url
 from tests.airflow_schema import airflow_db_clean, airflow_db_clean_mysql, mysql_connect
 from tests.test_db_clean import CLEAN_BEFORE, _mirror, assert_purged_rows_kept_or_removed
 from tests.test_source_mysql import KEYS

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.engine import make_url
 
 import cdc_sync
 from cdc_sync.errors import UnknownTableError
+from cdc_sync.urls import make_url
 from tests.airflow_schema import pg_execute, pg_recreate_database
 from tests.mirror_check import assert_mirrored, mirror_query
 

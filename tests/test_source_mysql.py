@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 import cdc_sync
 from cdc_sync.errors import SourceError
 from cdc_sync.sources import open_source
 from cdc_sync.sources.mysql import MySQLSource
 from cdc_sync.types import LogicalType
+from cdc_sync.urls import make_url
 from tests.airflow_schema import fill_airflow3_mysql, mysql_connect, mysql_execute
 from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, normalize
 

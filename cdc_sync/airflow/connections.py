@@ -18,9 +18,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.errors import ConfigError
+from cdc_sync.urls import URL
 
 ConnectionMapping = Mapping[str, Any]
 Settings = tuple[URL, dict[str, Any]]

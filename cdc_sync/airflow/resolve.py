@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.airflow.compat import (
     AIRFLOW_3,
     AirflowNotFoundException,
@@ -17,7 +15,7 @@ from cdc_sync.airflow.compat import (
 )
 from cdc_sync.airflow.connections import connection_mapping, destination_settings, source_url_from_connection
 from cdc_sync.errors import ConfigError
-from cdc_sync.urls import parse_url, redact
+from cdc_sync.urls import URL, parse_url, redact
 
 log = logging.getLogger(__name__)
 

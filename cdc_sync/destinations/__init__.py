@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
 from cdc_sync.errors import ConfigError
-from cdc_sync.urls import engine_of
+from cdc_sync.urls import URL, engine_of
 
 __all__ = ["ColumnSpec", "Destination", "Dialect", "Statement", "dialect_for", "open_destination"]
 

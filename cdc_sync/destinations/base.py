@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.dialect import ColumnSpec, Dialect, Statement
+from cdc_sync.urls import URL
 
 
 class Destination(ABC):

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
 from cdc_sync.errors import CycleAlreadyRunningError, DestinationError, TerminalDestinationError
 from cdc_sync.types import LogicalType
+from cdc_sync.urls import URL
 
 BATCH_RELATION = "_cdc_batch"
 # DuckDB's buffer pool keeps written blocks until the limit forces them out, so a process's memory follows the

@@ -8,14 +8,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
 from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.sources.postgres import conninfo_from_url
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollback (serialization, deadlock),
 # insufficient resources, operator intervention (e.g. admin shutdown); plus lock_not_available.

@@ -35,13 +35,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 VARCHAR_MAX_BYTES = 65_535
 TRUNCATION_MARKER = "…[truncated by cdc_sync: {size} bytes]"

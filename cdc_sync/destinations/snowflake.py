@@ -28,13 +28,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy.engine import URL
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 DDL_VERBS = ("CREATE", "ALTER", "DROP")
 # Rows per Parquet file: a few tens of MB per file, which is what COPY INTO loads fastest.

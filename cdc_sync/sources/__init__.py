@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import URL
-
 from cdc_sync.errors import ConfigError
 from cdc_sync.sources.base import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot
-from cdc_sync.urls import engine_of
+from cdc_sync.urls import URL, engine_of
 
 __all__ = ["CursorFilter", "Horizon", "RowVersionFilter", "Source", "SourceSnapshot", "open_source"]
 

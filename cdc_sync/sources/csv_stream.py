@@ -10,7 +10,6 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType
@@ -41,6 +40,8 @@ def decode_hex_bytes(array: pa.Array, prefix: str = "\\x") -> pa.Array:
     Decoded in bulk over Arrow's buffers with compute kernels (no Python object per value): executor configs ride
     on every task instance. Input that is not plain hex takes the per-value path, which raises on it.
     """
+    import pyarrow.compute as pc  # its import builds ~500 wrappers: paid only by reads that carry bytes
+
     if prefix:
         array = pc.if_else(pc.starts_with(array, prefix), pc.utf8_slice_codeunits(array, len(prefix)), array)
     array = pa.concat_arrays([array.cast(pa.binary())])  # offset 0, buffers of its own

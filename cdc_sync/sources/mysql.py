@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 BATCH_ROWS = 50_000  # rows fetched from the server per round of the unbuffered cursor
 PAD_COLUMN = "_cdc_pad"

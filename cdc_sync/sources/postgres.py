@@ -11,13 +11,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, RowFilter, RowVersionFilter, Source, SourceSnapshot
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 TYPE_MAP: dict[str, LogicalType] = {
     "bool": LogicalType.BOOLEAN,

@@ -20,12 +20,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy.engine import URL
 
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
-from cdc_sync.urls import redact
+from cdc_sync.urls import URL, redact
 
 BATCH_ROWS = 50_000
 
