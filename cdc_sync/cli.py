@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,27 @@ def _fail(error: CdcSyncError) -> None:
 @click.group()
 def main() -> None:
     """Mirror an Apache Airflow metadata database into a warehouse by change-data capture."""
+
+
+def console_entry() -> None:
+    """The ``cdc-sync`` executable: click's command line, then an exit that skips the interpreter's teardown.
+
+    By the time a command returns, its connections are closed (the DuckDB file checkpointed) and only output
+    remains to flush. Unloading psycopg's bundled libpq and OpenSSL, DuckDB and Arrow at interpreter exit costs
+    about 0.15 s more, a sixth of a scheduled no-change cycle, so the process ends right after the flush.
+    """
+    try:
+        main.main(prog_name="cdc-sync")
+        code: int | str | None = 0
+    except SystemExit as exit_request:
+        code = exit_request.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 @main.command()

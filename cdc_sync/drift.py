@@ -11,13 +11,18 @@ from cdc_sync.types import LogicalType
 BOOKKEEPING = (ColumnSpec(SYNCED_AT, LogicalType.TIMESTAMP_TZ), ColumnSpec(DELETED_AT, LogicalType.TIMESTAMP_TZ))
 
 
-def prepare_mirror_table(destination: Destination, schema: str, plan: TablePlan) -> list[str]:
+def prepare_mirror_table(destination: Destination, schema: str, plan: TablePlan,
+                         existing: dict[str, str] | None = None) -> list[str]:
     """Create the mirror table, or add the source's new columns to it. Returns the names of added columns.
 
-    A column whose type changed into one the mirror's column cannot hold stops this table (and only this table).
+    ``existing`` maps the mirror's columns, lower-cased, to their reported types when the caller has just read them
+    (see :class:`cdc_sync.guards.GuardDecision`); otherwise they are read here. A column whose type changed into
+    one the mirror's column cannot hold stops this table (and only this table).
     """
     dialect = destination.dialect
-    existing = dict(destination.query(dialect.table_columns(schema, plan.name)))
+    if existing is None:
+        existing = {name.lower(): data_type
+                    for name, data_type in destination.query(dialect.table_columns(schema, plan.name))}
     wanted = [*plan.columns, *BOOKKEEPING]
     if not existing:
         destination.execute(dialect.create_table(schema, plan.name, wanted))

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -102,9 +103,19 @@ def vanished_table_warnings(watermarks: dict[str, Watermark], planned: set[str],
     ]
 
 
+@dataclass(frozen=True)
+class GuardDecision:
+    """What a table's cycle should do after the checks: its previous watermark, whether to read in full, and the
+    mirror table's columns as read here (so the cycle does not ask the warehouse again)."""
+
+    previous: Watermark | None
+    read_in_full: bool
+    mirror_columns: dict[str, str]
+
+
 def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot, plan: TablePlan,
-                previous: Watermark | None, full: bool, warnings: list[str]) -> tuple[Watermark | None, bool]:
-    """Run the checks above for one table; returns the (previous watermark, read-in-full) its cycle should use.
+                previous: Watermark | None, full: bool, warnings: list[str]) -> GuardDecision:
+    """Run the checks above for one table.
 
     A backfill passes no previous watermark: the cycle then treats the table as first synced (full read, no
     "resync for history" hint), while the mirror and its history stay as they are."""
@@ -122,12 +133,12 @@ def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot,
             f"New source column(s) {', '.join(added)}: {plan.name} is re-read in full this cycle, so every live row "
             "holds them (no resync needed)."
         )
-        return None, True
+        return GuardDecision(None, True, existing)
     if not full and source_was_reset(snapshot, plan, previous):
         warnings.append(
             f"No row of {plan.name} in the source reaches the watermark {previous.high_water_mark} any more "  # type: ignore[union-attr]
             "(restored from a backup, another database at this address, or its newest rows deleted): re-read in "
             "full this cycle; rows gone from the source are handled by the delete mode."
         )
-        return previous, True
-    return previous, full
+        return GuardDecision(previous, True, existing)
+    return GuardDecision(previous, full, existing)

@@ -8,6 +8,7 @@ overlap that protects late commits costs no duplicates.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -124,7 +125,7 @@ class TableCycle:
         self.cycle_id = cycle_id
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
-            report: TableReport, clock_started: float) -> Watermark:
+            report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None) -> Watermark:
         destination, dialect, schema = self.destination, self.dialect, self.schema
         started = utc_now()
         horizon = snapshot.horizon
@@ -134,28 +135,28 @@ class TableCycle:
         position = start_position(plan, previous, horizon, self.config.lookback_seconds, full)
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
-        prepare_mirror_table(destination, schema, plan)
+        prepare_mirror_table(destination, schema, plan, mirror_columns)
         staging = dialect.staging_name(plan.name)
-        destination.execute(dialect.drop_staging(staging))
-        destination.execute(dialect.create_staging(staging, plan.columns))
         tally = Tally(plan.cursor)
         batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns)
         read_everything = position.where is None
+        live_rows: int | None = None
         if not plan.merge_key:
             destination.execute(dialect.delete_all(schema, plan.name))
-            report.rows_written = destination.append(schema, plan.name, staging, plan.columns, batches, started)
+            report.rows_written = self._append(plan, staging, batches, started)
         elif read_everything and not destination.scalar(dialect.count_all(schema, plan.name)):
             # A first load: keys are unique within one snapshot, so rows go straight into the empty mirror, with
             # no MERGE and no staging of the whole table.
-            report.rows_written = destination.append(schema, plan.name, staging, plan.columns, batches, started)
+            report.rows_written = self._append(plan, staging, batches, started)
         else:
             report.rows_written = self._merge_in_chunks(plan, staging, batches, started)
-            report.rows_deleted = self._reconcile_deletes(plan, snapshot, read_everything, tally.rows, report,
-                                                          started)
+            report.rows_deleted, live_rows = self._reconcile_deletes(plan, snapshot, read_everything, tally.rows,
+                                                                     report, started)
         report.rows_read = tally.rows
-        destination.execute(dialect.drop_staging(staging))
+        if live_rows is None:
+            live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
         position = next_position(plan, position, horizon, tally.maximum)
         finished = utc_now()
         report.seconds = round(time.monotonic() - clock_started, 3)
@@ -174,7 +175,7 @@ class TableCycle:
             last_rows_read=report.rows_read,
             last_rows_written=max(report.rows_written, 0),
             last_rows_deleted=report.rows_deleted,
-            live_rows=int(destination.scalar(dialect.count_live(schema, plan.name))),
+            live_rows=live_rows,
             lag_seconds=round((finished - horizon.safe_until).total_seconds(), 3),
             last_error=None,
             row_version=None if horizon.row_version is None else str(horizon.row_version),
@@ -184,33 +185,53 @@ class TableCycle:
         destination.commit()
         return watermark
 
+    def _append(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch], synced_at: datetime) -> int:
+        """Rows into a mirror that holds none of them (the destination may pass them through its staging table)."""
+        destination, dialect = self.destination, self.dialect
+        destination.execute(dialect.drop_staging(staging))
+        destination.execute(dialect.create_staging(staging, plan.columns))
+        written = destination.append(self.schema, plan.name, staging, plan.columns, batches, synced_at)
+        destination.execute(dialect.drop_staging(staging))
+        return written
+
     def _merge_in_chunks(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch],
                          synced_at: datetime) -> int:
-        """Stage and MERGE a bounded number of rows at a time, so memory does not grow with the table."""
+        """Stage and MERGE a bounded number of rows at a time, so memory does not grow with the table.
+
+        A read that brings no row (the usual no-change cycle) creates no staging table at all."""
         destination, dialect = self.destination, self.dialect
+        remaining = iter(batches)
+        first = next(remaining, None)
+        if first is None:
+            return 0
+        remaining = itertools.chain([first], remaining)
         merge = dialect.merge(self.schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor,
                               plan.nullable_key, synced_at)
-        remaining = iter(batches)
+        destination.execute(dialect.drop_staging(staging))
+        destination.execute(dialect.create_staging(staging, plan.columns))
         written = 0
         while True:
             loaded = destination.load(staging, plan.columns, take_rows(remaining, MERGE_CHUNK_ROWS))
             if loaded:
                 written += max(destination.execute(merge), 0)
             if loaded < MERGE_CHUNK_ROWS:
+                destination.execute(dialect.drop_staging(staging))
                 return written
             destination.execute(dialect.empty_table(staging))
 
     def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, read_everything: bool,
-                           rows_read: int, report: TableReport, now: datetime) -> int:
-        """Find rows gone from the source by comparing keys only, and never on an empty or partial read."""
+                           rows_read: int, report: TableReport, now: datetime) -> tuple[int, int | None]:
+        """Find rows gone from the source by comparing keys only, and never on an empty or partial read.
+
+        Returns the rows marked deleted and, when known without asking again, the mirror's live rows after."""
         if plan.delete_mode == "ignore":
-            return 0
+            return 0, None
         destination, dialect, schema = self.destination, self.dialect, self.schema
         # After the MERGE every source row of this snapshot is in the mirror, so equal counts mean equal key sets.
         source_rows = rows_read if read_everything else snapshot.count_rows(plan.table)
         live = int(destination.scalar(dialect.count_live(schema, plan.name)))
         if source_rows == live:
-            return 0
+            return 0, live
         keys = dialect.staging_name(plan.name, "keys")
         by_name = {c.name: c for c in plan.columns}
         key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
@@ -224,14 +245,14 @@ class TableCycle:
                     f"The source read of {plan.name} came back empty while the mirror holds {live} live rows; "
                     "deletions were not applied. Run `cdc-sync resync` if the table really was emptied."
                 )
-            return 0
+            return 0, live
         if plan.delete_mode == "hard":
             statement = dialect.hard_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key)
         else:
             statement = dialect.soft_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key, now)
         deleted = destination.execute(statement)
         destination.execute(dialect.drop_staging(keys))
-        return max(deleted, 0)
+        return max(deleted, 0), None
 
     def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:
         return RunRecord(
@@ -333,10 +354,10 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
         report.warnings.clear()
         with source.snapshot() as snapshot:
             # Upgrades and resets (cdc_sync.guards): may turn this cycle of the table into a full re-read.
-            since, reread = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full,
-                                        report.warnings)
+            decision = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full, report.warnings)
             try:
-                return cycle.run(plan, snapshot, since, reread, report, clock_started)
+                return cycle.run(plan, snapshot, decision.previous, decision.read_in_full, report, clock_started,
+                                 decision.mirror_columns)
             except BaseException:
                 cycle.destination.rollback()
                 raise

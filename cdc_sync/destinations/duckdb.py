@@ -84,7 +84,14 @@ class DuckDBDestination(Destination):
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
-        self._connection.execute(self.dialect.memory_limit(JOIN_MEMORY_LIMIT).sql)
+        self._memory_limit = ""
+        self._set_memory_limit(JOIN_MEMORY_LIMIT)
+
+    def _set_memory_limit(self, limit: str) -> None:
+        """Change DuckDB's buffer pool only when it differs: most tables never leave the join limit."""
+        if limit != self._memory_limit:
+            self._run(self.dialect.memory_limit(limit))
+            self._memory_limit = limit
 
     def _run(self, statement: Statement) -> Any:
         import duckdb
@@ -106,7 +113,7 @@ class DuckDBDestination(Destination):
         return self._run(statement).fetchall()
 
     def begin(self) -> None:
-        self._connection.execute(self.dialect.memory_limit(JOIN_MEMORY_LIMIT).sql)
+        self._set_memory_limit(JOIN_MEMORY_LIMIT)
         self._connection.begin()
 
     def commit(self) -> None:
@@ -156,7 +163,7 @@ class DuckDBDestination(Destination):
     def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
                batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
         """Arrow batches straight into the mirror table: no staging copy, and a small buffer pool meanwhile."""
-        self._run(self.dialect.memory_limit(APPEND_MEMORY_LIMIT))
+        self._set_memory_limit(APPEND_MEMORY_LIMIT)
         try:
             return self._insert_stream(
                 self.dialect.append_relation(schema, table, BATCH_RELATION, columns, synced_at), batches
@@ -164,7 +171,7 @@ class DuckDBDestination(Destination):
         finally:
             # Refused inside an aborted transaction; begin() restores it for the next table then.
             with contextlib.suppress(TerminalDestinationError):
-                self._run(self.dialect.memory_limit(JOIN_MEMORY_LIMIT))
+                self._set_memory_limit(JOIN_MEMORY_LIMIT)
 
     def try_lock(self, schema: str) -> bool:
         # Other processes are kept out by DuckDB's own file lock; this guards threads of this process.

@@ -85,6 +85,9 @@ ROW_VERSION_PREDICATE = (
     "(xmin::text::bigint >= 3 AND mod(xmin::text::bigint - %s::bigint + 4294967296, 4294967296) < 2147483648)"
 )
 ROW_VERSION_MAX_DISTANCE = 1_000_000_000
+SESSION_SETTINGS_SQL = (
+    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
+)
 
 
 def quote(identifier: str) -> str:
@@ -173,10 +176,8 @@ class PostgresSource(Source):
             raise SourceError(
                 f"Cannot connect to the source {redact(url)}: {reason}. Check host, port, database and credentials."
             ) from None
-        self._connection.execute("SET TIME ZONE 'UTC'")
-        self._connection.execute("SET DateStyle = 'ISO, YMD'")
-        self._connection.execute("SET bytea_output = 'hex'")
-        self._connection.execute("SET extra_float_digits = 3")
+        # One round trip: the session settings COPY's text output is parsed under.
+        self._connection.execute(SESSION_SETTINGS_SQL)
 
     def list_tables(self) -> list[str]:
         return [row[0] for row in self._connection.execute(TABLES_SQL).fetchall()]
