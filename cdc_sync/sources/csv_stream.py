@@ -6,8 +6,11 @@ render as hex text, are decoded in bulk by Arrow compute kernels too.
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -15,6 +18,11 @@ import pyarrow.csv as pa_csv
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType
 
 BLOCK_SIZE = 4 << 20  # bytes of CSV parsed at a time: bounds memory, large enough to amortise per-block costs
+# Blocks read ahead while the previous one is parsed and written: memory holds at most this many more blocks.
+READ_AHEAD_BLOCKS = 2
+PARSED_BATCHES_AHEAD = 8  # Arrow cuts a block into ~1 MB batches
+_END = object()
+T = TypeVar("T")
 
 
 def _csv_type(column: Column) -> pa.DataType:
@@ -79,8 +87,9 @@ def csv_batches(
     """Parse headerless CSV where an unquoted empty field is NULL and ``""`` is the empty string.
 
     Every chunk must end on a record boundary (a COPY data message is one row; MySQL lines are joined whole), so
-    blocks of about BLOCK_SIZE bytes are cut between chunks and parsed one at a time, on all cores. Memory holds
-    one block and its batches, however long the stream.
+    blocks of about BLOCK_SIZE bytes are cut between chunks and parsed one at a time, on all cores. The chunks are
+    read on a thread of their own (see :func:`read_ahead`), so the database keeps sending while a block is parsed
+    and written. Memory holds a few blocks and their batches, however long the stream.
     """
     options = {
         "read_options": pa_csv.ReadOptions(column_names=[column.name for column in columns]),
@@ -96,26 +105,81 @@ def csv_batches(
     }
     byte_columns = [i for i, column in enumerate(columns) if column.logical_type is LogicalType.BYTES]
     target = pa.schema([pa.field(c.name, ARROW_TYPES[c.logical_type]) for c in columns])
-    for block in _blocks(chunks):
-        for batch in pa_csv.read_csv(pa.BufferReader(block), **options).to_batches():
-            if batch.num_rows == 0:
-                continue
-            if byte_columns:
-                arrays = list(batch.columns)
-                for index in byte_columns:
-                    arrays[index] = decode_hex_bytes(arrays[index], hex_prefix)
-                batch = pa.RecordBatch.from_arrays(arrays, schema=target)
-            yield batch
+
+    def parsed(blocks: Iterator[bytearray]) -> Iterator[pa.RecordBatch]:
+        for block in blocks:
+            for batch in pa_csv.read_csv(pa.BufferReader(block), **options).to_batches():
+                if batch.num_rows == 0:
+                    continue
+                if byte_columns:
+                    arrays = list(batch.columns)
+                    for index in byte_columns:
+                        arrays[index] = decode_hex_bytes(arrays[index], hex_prefix)
+                    batch = pa.RecordBatch.from_arrays(arrays, schema=target)
+                yield batch
+
+    # Three stages on three threads: the driver reads rows into blocks, Arrow parses blocks into batches, and the
+    # caller (the warehouse load) consumes batches.
+    yield from read_ahead(parsed(read_ahead(_blocks(chunks))), depth=PARSED_BATCHES_AHEAD)
 
 
-def _blocks(chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytes]:
-    pending: list[bytes | bytearray | memoryview] = []
-    size = 0
+def _blocks(chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytearray]:
+    # Appended into one buffer as they arrive: no per-row object outlives its row (which would also wake the
+    # garbage collector's full passes, once a tenth of a million-row read).
+    pending = bytearray()
     for chunk in chunks:
-        pending.append(chunk)
-        size += len(chunk)
-        if size >= BLOCK_SIZE:
-            yield b"".join(pending)
-            pending, size = [], 0
-    if size:
-        yield b"".join(pending)
+        pending += chunk
+        if len(pending) >= BLOCK_SIZE:
+            yield pending
+            pending = bytearray()
+    if pending:
+        yield pending
+
+
+def read_ahead(items: Iterator[T], depth: int = READ_AHEAD_BLOCKS) -> Iterator[T]:
+    """Pull ``items`` on a background thread, ``depth`` items ahead of the caller.
+
+    Reading a COPY stream is mostly waiting on the socket and per-message work in the driver, while parsing and
+    writing a block are C++ that release the GIL: overlapped, the server streams the next rows while DuckDB
+    compresses the last ones. The reader stops when the caller does (finished, failed or closed early) and is
+    joined before this generator returns, so the connection is never used by two threads at once. An error raised
+    while reading is re-raised here, in the caller's thread.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_END)
+        except BaseException as error:  # handed to the caller's thread, raised there
+            offer(error)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # an inner read_ahead stops and joins its own reader here, on this thread
+
+    reader = threading.Thread(target=read, name="cdc_sync-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
