@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -113,6 +114,45 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
     return replace(position, pending=max_seen, pending_read_at=horizon.read_started_at)
 
 
+class SourceCount:
+    """The source table's row count in this snapshot, taken on a helper thread while the warehouse MERGEs.
+
+    The count (a full scan or index scan on the source) and the MERGE (warehouse work) use different machines or
+    cores, so they overlap. It starts only once the read stream is exhausted: the source connection is then idle,
+    and only this thread uses it until :meth:`result` or :meth:`settle` joins it.
+    """
+
+    def __init__(self, snapshot: SourceSnapshot, plan: TablePlan, *, needed: bool) -> None:
+        self._snapshot, self._plan, self._needed = snapshot, plan, needed
+        self._thread: threading.Thread | None = None
+        self._count: int | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._needed and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cdc_sync-source-count", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._count = self._snapshot.count_rows(self._plan.table)
+        except BaseException as error:  # raised in the cycle's thread by result()
+            self._error = error
+
+    def result(self) -> int:
+        self.start()
+        self.settle()
+        if self._error is not None:
+            raise self._error
+        assert self._count is not None
+        return self._count
+
+    def settle(self) -> None:
+        """Wait for the count to finish, so the snapshot is never closed under it."""
+        if self._thread is not None:
+            self._thread.join()
+
+
 class TableCycle:
     """The work for one table inside one destination transaction."""
 
@@ -151,9 +191,15 @@ class TableCycle:
             # no MERGE and no staging of the whole table.
             report.rows_written = self._append(plan, staging, batches, started)
         else:
-            report.rows_written = self._merge_in_chunks(plan, staging, batches, started)
-            report.rows_deleted, live_rows = self._reconcile_deletes(plan, snapshot, read_everything, tally.rows,
-                                                                     report, started)
+            source_count = SourceCount(snapshot, plan, needed=not read_everything and plan.delete_mode != "ignore")
+            try:
+                report.rows_written = self._merge_in_chunks(plan, staging, batches, started,
+                                                            on_read_end=source_count.start)
+                report.rows_deleted, live_rows = self._reconcile_deletes(
+                    plan, snapshot, tally.rows if read_everything else source_count.result, report, started
+                )
+            finally:
+                source_count.settle()
         report.rows_read = tally.rows
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
@@ -195,14 +241,16 @@ class TableCycle:
         return written
 
     def _merge_in_chunks(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch],
-                         synced_at: datetime) -> int:
+                         synced_at: datetime, on_read_end: Callable[[], None]) -> int:
         """Stage and MERGE a bounded number of rows at a time, so memory does not grow with the table.
 
-        A read that brings no row (the usual no-change cycle) creates no staging table at all."""
+        ``on_read_end`` is called once the source stream is exhausted, before the last MERGE runs. A read that
+        brings no row (the usual no-change cycle) creates no staging table at all."""
         destination, dialect = self.destination, self.dialect
         remaining = iter(batches)
         first = next(remaining, None)
         if first is None:
+            on_read_end()
             return 0
         remaining = itertools.chain([first], remaining)
         merge = dialect.merge(self.schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor,
@@ -212,24 +260,29 @@ class TableCycle:
         written = 0
         while True:
             loaded = destination.load(staging, plan.columns, take_rows(remaining, MERGE_CHUNK_ROWS))
+            exhausted = loaded < MERGE_CHUNK_ROWS
+            if exhausted:
+                on_read_end()
             if loaded:
                 written += max(destination.execute(merge), 0)
-            if loaded < MERGE_CHUNK_ROWS:
+            if exhausted:
                 destination.execute(dialect.drop_staging(staging))
                 return written
             destination.execute(dialect.empty_table(staging))
 
-    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, read_everything: bool,
-                           rows_read: int, report: TableReport, now: datetime) -> tuple[int, int | None]:
+    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, source_rows: Callable[[], int] | int,
+                           report: TableReport, now: datetime) -> tuple[int, int | None]:
         """Find rows gone from the source by comparing keys only, and never on an empty or partial read.
 
+        ``source_rows`` is the source table's row count in this snapshot, or a callable that waits for it.
         Returns the rows marked deleted and, when known without asking again, the mirror's live rows after."""
         if plan.delete_mode == "ignore":
             return 0, None
         destination, dialect, schema = self.destination, self.dialect, self.schema
-        # After the MERGE every source row of this snapshot is in the mirror, so equal counts mean equal key sets.
-        source_rows = rows_read if read_everything else snapshot.count_rows(plan.table)
         live = int(destination.scalar(dialect.count_live(schema, plan.name)))
+        # After the MERGE every source row of this snapshot is in the mirror, so equal counts mean equal key sets.
+        if callable(source_rows):
+            source_rows = source_rows()
         if source_rows == live:
             return 0, live
         keys = dialect.staging_name(plan.name, "keys")
