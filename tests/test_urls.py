@@ -63,5 +63,5 @@ def test_a_malformed_url_error_never_shows_the_password() -> None:
 
 
 def test_unknown_engines_are_named_with_the_supported_ones() -> None:
-    with pytest.raises(ConfigError, match="Unsupported destination engine 'bigquery'.*duckdb"):
+    with pytest.raises(ConfigError, match=r"Unsupported destination engine 'bigquery'.*duckdb"):
         engine_of(make_url("bigquery://project/dataset"), role="destination")
