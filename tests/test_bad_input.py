@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -124,3 +126,22 @@ def test_status_of_a_schema_never_synced_is_empty_and_an_unreachable_warehouse_i
     with pytest.raises(cdc_sync.DestinationError) as error:
         cdc_sync.status("postgresql://postgres:s3cret@127.0.0.1:1/warehouse", "airflow")
     assert "127.0.0.1:1" in str(error.value) and "s3cret" not in str(error.value)
+
+
+def test_the_installed_executable_keeps_exit_codes_and_flushes_its_output(airflow3_source: str,
+                                                                          tmp_path: Path) -> None:
+    """``cdc-sync`` ends without interpreter teardown: its exit code and every byte of output must survive that."""
+    cli = Path(sys.executable).with_name("cdc-sync")
+    destination = f"duckdb:///{tmp_path}/m.duckdb"
+    refused = subprocess.run([str(cli), "run", "--source", "postgresql://u:hunter2@127.0.0.1:99999/db"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "Malformed source URL" in refused.stderr and "hunter2" not in refused.stderr + refused.stdout
+    synced = subprocess.run([str(cli), "run", "--source", airflow3_source, "--destination", destination, "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    report = json.loads(synced.stdout)  # the whole JSON document arrived
+    assert report["ok"] and report["tables"]["task_instance"]["rows_read"] > 0
+    with duckdb.connect(f"{tmp_path}/m.duckdb", read_only=True) as mirror:  # closed and checkpointed
+        assert mirror.execute("SELECT count(*) FROM airflow.task_instance").fetchone()[0] == \
+            report["tables"]["task_instance"]["rows_read"]
