@@ -108,6 +108,8 @@ def parse_url(url: str | URL, *, role: str) -> URL:
     """Parse ``url`` or raise a :class:`ConfigError` that shows the expected shape (and no password)."""
     if isinstance(url, URL):
         return url
+    if hasattr(url, "render_as_string"):  # a SQLAlchemy URL object, e.g. from Airflow's own settings
+        url = url.render_as_string(hide_password=False)
     if not url or not isinstance(url, str):
         raise ConfigError(f"No {role} URL given: pass --{role} URL or set CDC_SYNC_{role.upper()}_URL.")
     try:

@@ -65,3 +65,12 @@ def test_a_malformed_url_error_never_shows_the_password() -> None:
 def test_unknown_engines_are_named_with_the_supported_ones() -> None:
     with pytest.raises(ConfigError, match=r"Unsupported destination engine 'bigquery'.*duckdb"):
         engine_of(make_url("bigquery://project/dataset"), role="destination")
+
+
+def test_a_sqlalchemy_url_object_is_accepted_as_it_is() -> None:
+    from sqlalchemy.engine import make_url as sqlalchemy_url
+
+    url = parse_url(sqlalchemy_url("postgresql+psycopg2://airflow:p%40ss@db:5432/airflow?sslmode=require"),
+                    role="source")
+    assert (url.drivername, url.username, url.password, url.host, url.port, url.database, dict(url.query)) == \
+        ("postgresql+psycopg2", "airflow", "p@ss", "db", 5432, "airflow", {"sslmode": "require"})
