@@ -34,7 +34,7 @@ def sync(
     """Run one incremental cycle. ``tables=None`` → defaults, ``tables=[]`` → every table.
 
     Options: ``deletes`` ("soft" | "hard" | "ignore"), ``table_deletes`` ({table: mode}), ``include_columns``
-    and ``hash_columns`` (["table.column"]), ``lookback_seconds``, ``allow_foreign_source``.
+    and ``hash_columns`` (["table.column"]), ``lookback_seconds``, ``allow_foreign_source``, ``parallel_tables``.
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
     """
     config = _config(source, destination, schema,

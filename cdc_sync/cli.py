@@ -64,6 +64,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seconds by which timestamp reads overlap the previous cycle (clock skew)."),
         click.option("--allow-foreign-source", is_flag=True,
                      help="Accept a schema that mirrored another source database."),
+        click.option("--parallel-tables", type=click.IntRange(1, 8), default=2, show_default=True,
+                     help="Tables synced at once, each on its own connections, once every table is mirrored."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),
     ]
@@ -73,7 +75,7 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source) -> dict[str, Any]:
+             hash_column, lookback, allow_foreign_source, parallel_tables) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
     return {
@@ -87,6 +89,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "hash_columns": list(hash_column),
         "lookback_seconds": lookback,
         "allow_foreign_source": allow_foreign_source,
+        "parallel_tables": parallel_tables,
         "raise_on_failure": False,
     }
 

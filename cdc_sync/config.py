@@ -44,6 +44,8 @@ class SyncConfig:
     hash_columns: frozenset[tuple[str, str]] = frozenset()
     lookback_seconds: float = 5.0
     allow_foreign_source: bool = False
+    # Tables synced at once (each on its own source and warehouse connection) once every table is mirrored.
+    parallel_tables: int = 2
     # Driver settings that do not fit in a URL (e.g. a private key), merged over what the URL says.
     destination_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -72,6 +74,7 @@ def build_config(
     hash_columns: Iterable[str] | None = None,
     lookback_seconds: float = 5.0,
     allow_foreign_source: bool = False,
+    parallel_tables: int = 2,
     destination_options: Mapping[str, Any] | None = None,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
@@ -97,6 +100,9 @@ def build_config(
             )
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
+    if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
+        raise ConfigError(f"parallel_tables={parallel_tables!r} must be a whole number from 1 to 8 (1: one table at "
+                          "a time).")
     return SyncConfig(
         source_url=source_url,
         destination_url=destination_url,
@@ -109,5 +115,6 @@ def build_config(
         hash_columns=_column_refs(hash_columns, "hash_columns"),
         lookback_seconds=lookback_seconds,
         allow_foreign_source=allow_foreign_source,
+        parallel_tables=parallel_tables,
         destination_options=dict(destination_options or {}),
     )

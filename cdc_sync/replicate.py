@@ -8,6 +8,7 @@ overlap that protects late commits costs no duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -27,6 +28,7 @@ from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import prepare_mirror_table
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import guard_table, vanished_table_warnings
+from cdc_sync.lanes import run_in_lanes
 from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
@@ -378,15 +380,72 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(source.list_tables())))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
-                for plan in plans:
-                    table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
-                    report.tables.append(table_report)
-                    if on_table:
-                        on_table(table_report)
+                if _lane_count(config, destination, plans, watermarks, resync) > 1:
+                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table))
+                else:
+                    for plan in plans:
+                        table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
+                        report.tables.append(table_report)
+                        if on_table:
+                            on_table(table_report)
             finally:
                 destination.unlock(config.schema)
     report.finished_at = utc_now()
     return report
+
+
+def _lane_count(config: SyncConfig, destination: Destination, plans: list[TablePlan],
+                watermarks: dict[str, Watermark], resync: bool) -> int:
+    """Tables run side by side only in cycles of an already mirrored schema: there every table's work is bounded
+    (changes since its watermark), while first loads and resyncs stream whole tables one at a time, in the memory
+    budget of one table."""
+    mirrored = all(plan.name in watermarks and watermarks[plan.name].last_success_at is not None for plan in plans)
+    if resync or not mirrored or len(plans) < 2 or not destination.supports_concurrent_tables:
+        return 1
+    return min(config.parallel_tables, len(plans))
+
+
+def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: list[TablePlan],
+                   watermarks: dict[str, Watermark], on_table: TableCallback | None) -> list[TableReport]:
+    """Sync the tables on ``config.parallel_tables`` lanes, the largest first; reports come back in plan order.
+
+    The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
+    and a warehouse connection of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
+    callback_lock = threading.Lock()
+
+    def lane(lane_cycle: TableCycle, lane_source: Source) -> Callable[[TablePlan], TableReport]:
+        def sync(plan: TablePlan) -> TableReport:
+            table_report = _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False)
+            if on_table:
+                with callback_lock:
+                    on_table(table_report)
+            return table_report
+        return sync
+
+    with contextlib.ExitStack() as connections:
+        lanes = [lane(cycle, source)]
+        for _ in range(_lane_count(config, cycle.destination, plans, watermarks, False) - 1):
+            try:
+                lane_source = connections.enter_context(open_source(config.source_url))
+                lane_destination = connections.enter_context(
+                    open_destination(config.destination_url, config.destination_options)
+                )
+            except CdcSyncError as error:
+                log.warning("Syncing with %d table(s) at a time: another connection could not be opened: %s",
+                            len(lanes), error)
+                break
+            lane_destination.share_with_concurrent_tables()
+            lanes.append(lane(TableCycle(config, lane_destination, StateStore(lane_destination, config.schema),
+                                         cycle.cycle_id), lane_source))
+        if len(lanes) > 1:
+            cycle.destination.share_with_concurrent_tables()
+        # Largest mirror first, so that the small tables fill the other lanes meanwhile.
+        by_size = sorted(range(len(plans)), key=lambda i: -(watermarks[plans[i].name].live_rows or 0))
+        reports = run_in_lanes([plans[i] for i in by_size], lanes)
+    in_plan_order: list[TableReport] = [None] * len(plans)  # type: ignore[list-item]
+    for position, table_report in zip(by_size, reports, strict=True):
+        in_plan_order[position] = table_report
+    return in_plan_order
 
 
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:

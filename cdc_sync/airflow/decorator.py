@@ -11,8 +11,8 @@
 The decorated function is called once per run, with the usual TaskFlow arguments (context keys, mapped values),
 before the cycle. It may return ``None`` (sync as configured) or a dict overriding, for this run only, any of
 ``tables``, ``additional_tables``, ``deletes``, ``table_deletes``, ``include_columns``, ``hash_columns``,
-``lookback_seconds`` — e.g. ``return {"tables": params["tables"]}`` for a manually triggered partial sync.
-Anything else fails the task without retries.
+``lookback_seconds``, ``parallel_tables`` — e.g. ``return {"tables": params["tables"]}`` for a manually
+triggered partial sync. Anything else fails the task without retries.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from cdc_sync.urls import redact
 
 # What the decorated function may return (a dict with any of these keys) to adjust one run.
 OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
-                                 "hash_columns", "lookback_seconds"})
+                                 "hash_columns", "lookback_seconds", "parallel_tables"})
 
 
 def _names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
@@ -53,7 +53,8 @@ class AirflowDbSyncOperator(BaseOperator):
     :param destination_schema: default ``airflow-{environment slug}`` (see :mod:`cdc_sync.airflow.naming`).
     :param source_connection_id: connection to the metadata database (default ``airflow_db``).
     :param source_url: the metadata database URL, instead of a connection.
-    :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds: as in :func:`cdc_sync.sync`.
+    :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
+        :func:`cdc_sync.sync`.
     :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
         tasks) before failing.
     """
@@ -76,6 +77,7 @@ class AirflowDbSyncOperator(BaseOperator):
         include_columns: Iterable[str] | None = None,
         hash_columns: Iterable[str] | None = None,
         lookback_seconds: float = 5.0,
+        parallel_tables: int = 2,
         lock_wait_seconds: float = 300.0,
         **kwargs: Any,
     ) -> None:
@@ -94,7 +96,7 @@ class AirflowDbSyncOperator(BaseOperator):
         self.sync_options: dict[str, Any] = {
             "deletes": deletes, "table_deletes": dict(table_deletes or {}),
             "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
-            "lookback_seconds": lookback_seconds,
+            "lookback_seconds": lookback_seconds, "parallel_tables": parallel_tables,
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:

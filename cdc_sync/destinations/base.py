@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -16,10 +16,15 @@ class Destination(ABC):
     """One connection to a warehouse. All writes of one table's cycle happen inside one transaction."""
 
     dialect: Dialect
+    # Whether several connections of this kind may sync different tables of one schema at the same time. Set only
+    # where that was run here (DuckDB in one process, PostgreSQL); a warehouse reached only through an emulator
+    # keeps one table at a time.
+    supports_concurrent_tables: ClassVar[bool] = False
 
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(options or {})
+        self.concurrent_tables = False
 
     @abstractmethod
     def execute(self, statement: Statement) -> int:
@@ -28,6 +33,10 @@ class Destination(ABC):
     @abstractmethod
     def query(self, statement: Statement) -> list[tuple[Any, ...]]:
         """Run one statement and return all its rows (only for small results: state, counts, metadata)."""
+
+    def share_with_concurrent_tables(self) -> None:
+        """Called before this connection syncs tables while other connections sync others of the same schema."""
+        self.concurrent_tables = True
 
     @abstractmethod
     def begin(self) -> None: ...

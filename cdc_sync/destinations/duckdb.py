@@ -65,6 +65,8 @@ _held_locks: set[tuple[str, str]] = set()
 class DuckDBDestination(Destination):
     dialect = DuckDBDialect()
     _in_transaction: ClassVar[bool] = False
+    # Connections of one process share one database instance, whose transactions are isolated per connection.
+    supports_concurrent_tables = True
 
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         import duckdb
@@ -85,10 +87,20 @@ class DuckDBDestination(Destination):
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
         self._memory_limit = ""
+        self._memory_limit_pinned = False
         self._set_memory_limit(JOIN_MEMORY_LIMIT)
+
+    def share_with_concurrent_tables(self) -> None:
+        # The buffer pool is the database instance's, shared by every connection: while other connections MERGE,
+        # no load may shrink it under them.
+        super().share_with_concurrent_tables()
+        self._set_memory_limit(JOIN_MEMORY_LIMIT)
+        self._memory_limit_pinned = True
 
     def _set_memory_limit(self, limit: str) -> None:
         """Change DuckDB's buffer pool only when it differs: most tables never leave the join limit."""
+        if self._memory_limit_pinned:
+            return
         if limit != self._memory_limit:
             self._run(self.dialect.memory_limit(limit))
             self._memory_limit = limit

@@ -62,6 +62,7 @@ def csv_payload(batch: pa.RecordBatch) -> bytes:
 
 
 class PostgresDestination(Destination):
+    supports_concurrent_tables = True
     dialect = PostgresDialect()
 
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
