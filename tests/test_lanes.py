@@ -123,3 +123,14 @@ def test_a_lane_that_cannot_connect_leaves_the_cycle_on_the_lanes_it_has(
 def test_parallel_tables_out_of_range_is_refused_before_anything_connects(value) -> None:
     with pytest.raises(cdc_sync.ConfigError, match="parallel_tables"):
         cdc_sync.sync("postgresql://nobody@127.0.0.1:1/none", "duckdb:///:memory:", parallel_tables=value)
+
+
+def test_an_in_memory_duckdb_mirror_keeps_one_connection(tmp_path) -> None:
+    """A second connection to ":memory:" would be another, empty database: such a mirror never runs lanes."""
+    from cdc_sync.destinations.duckdb import DuckDBDestination
+    from cdc_sync.urls import make_url
+
+    with DuckDBDestination(make_url("duckdb:///:memory:")) as in_memory:
+        assert not in_memory.supports_concurrent_tables
+    with DuckDBDestination(make_url(f"duckdb:///{tmp_path}/mirror.duckdb")) as in_a_file:
+        assert in_a_file.supports_concurrent_tables

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 
@@ -16,10 +16,10 @@ class Destination(ABC):
     """One connection to a warehouse. All writes of one table's cycle happen inside one transaction."""
 
     dialect: Dialect
-    # Whether several connections of this kind may sync different tables of one schema at the same time. Set only
-    # where that was run here (DuckDB in one process, PostgreSQL); a warehouse reached only through an emulator
-    # keeps one table at a time.
-    supports_concurrent_tables: ClassVar[bool] = False
+    # Whether more connections like this one may sync other tables of the same schema at the same time. Set only
+    # where that was run here (a DuckDB file in one process, PostgreSQL); a warehouse reached only through an
+    # emulator keeps one table at a time.
+    supports_concurrent_tables: bool = False
 
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         self.url = url

@@ -65,8 +65,6 @@ _held_locks: set[tuple[str, str]] = set()
 class DuckDBDestination(Destination):
     dialect = DuckDBDialect()
     _in_transaction: ClassVar[bool] = False
-    # Connections of one process share one database instance, whose transactions are isolated per connection.
-    supports_concurrent_tables = True
 
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         import duckdb
@@ -86,6 +84,9 @@ class DuckDBDestination(Destination):
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
+        # Connections of one process to one file share one database instance, with a transaction per connection;
+        # a second connection to ":memory:" would open another, empty database.
+        self.supports_concurrent_tables = self.path != ":memory:"
         self._memory_limit = ""
         self._memory_limit_pinned = False
         self._set_memory_limit(JOIN_MEMORY_LIMIT)
