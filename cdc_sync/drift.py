@@ -11,26 +11,30 @@ from cdc_sync.types import LogicalType
 BOOKKEEPING = (ColumnSpec(SYNCED_AT, LogicalType.TIMESTAMP_TZ), ColumnSpec(DELETED_AT, LogicalType.TIMESTAMP_TZ))
 
 
+def mirror_columns(destination: Destination, schema: str, table: str) -> dict[str, str]:
+    """Mirror column (lower-cased) → the type information_schema reports; empty if the table does not exist."""
+    rows = destination.query(destination.dialect.table_columns(schema, table))
+    return {name.lower(): data_type for name, data_type in rows}
+
+
 def prepare_mirror_table(destination: Destination, schema: str, plan: TablePlan,
                          existing: dict[str, str] | None = None) -> list[str]:
     """Create the mirror table, or add the source's new columns to it. Returns the names of added columns.
 
-    ``existing`` maps the mirror's columns, lower-cased, to their reported types when the caller has just read them
-    (see :class:`cdc_sync.guards.GuardDecision`); otherwise they are read here. A column whose type changed into
+    ``existing`` is :func:`mirror_columns` of the table when the caller has just read it (see
+    :class:`cdc_sync.guards.GuardDecision`); otherwise it is read here. A column whose type changed into
     one the mirror's column cannot hold stops this table (and only this table).
     """
     dialect = destination.dialect
     if existing is None:
-        existing = {name.lower(): data_type
-                    for name, data_type in destination.query(dialect.table_columns(schema, plan.name))}
+        existing = mirror_columns(destination, schema, plan.name)
     wanted = [*plan.columns, *BOOKKEEPING]
     if not existing:
         destination.execute(dialect.create_table(schema, plan.name, wanted))
         return []
-    existing_folded = {name.lower(): data_type for name, data_type in existing.items()}
     added = []
     for column in wanted:
-        reported = existing_folded.get(dialect.fold(column.name).lower())
+        reported = existing.get(dialect.fold(column.name).lower())
         if reported is None:
             destination.execute(dialect.add_column(schema, plan.name, column))
             added.append(column.name)

@@ -18,29 +18,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
+from cdc_sync.drift import mirror_columns
 from cdc_sync.plan import TablePlan
 from cdc_sync.sources import SourceSnapshot
 from cdc_sync.state import Watermark
-from cdc_sync.types import LogicalType
-
-
-def _mirror_columns(destination: Destination, schema: str, table: str) -> dict[str, str]:
-    """Mirror column (lower-cased) → the type information_schema reports; empty if the table does not exist."""
-    rows = destination.query(destination.dialect.table_columns(schema, table))
-    return {name.lower(): data_type for name, data_type in rows}
 
 
 def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan,
                          existing: dict[str, str]) -> list[str]:
     """Rename mirror columns that an Airflow upgrade retyped beyond what they hold; returns the kept names.
 
-    ``existing`` is :func:`_mirror_columns` of the table. Committed on its own: the renamed-away column then reads
-    as new, so the table is re-read in full until a cycle succeeds (see :func:`missing_columns`)."""
+    ``existing`` is :func:`cdc_sync.drift.mirror_columns` of the table. Committed on its own: the renamed-away
+    column then reads as new, so the table is re-read in full until a cycle succeeds (see :func:`missing_columns`)."""
     dialect = destination.dialect
     kept: list[str] = []
     for column in plan.columns:
@@ -69,13 +61,6 @@ def missing_columns(destination: Destination, plan: TablePlan, existing: dict[st
     return [column.name for column in plan.columns if fold(column.name).lower() not in existing]
 
 
-def _mark(plan: TablePlan, text: str) -> Any:
-    if plan.cursor_is_timestamp:
-        value = datetime.fromisoformat(text)
-        naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
-        return value.replace(tzinfo=None) if naive else value
-    return int(text)
-
 
 def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None) -> bool:
     """Whether the source fell behind the table's watermark (restored, or another database at the same place).
@@ -90,7 +75,7 @@ def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Waterm
         return now is not None and now < int(previous.high_water_mark)
     if plan.strategy not in ("incremental", "append") or plan.cursor != previous.cursor_column or not plan.cursor:
         return False
-    return not snapshot.reaches(plan.table, plan.cursor, _mark(plan, previous.high_water_mark))
+    return not snapshot.reaches(plan.table, plan.cursor, plan.parse_mark(previous.high_water_mark))
 
 
 def vanished_table_warnings(watermarks: dict[str, Watermark], planned: set[str], available: set[str]) -> list[str]:
@@ -119,10 +104,10 @@ def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot,
 
     A backfill passes no previous watermark: the cycle then treats the table as first synced (full read, no
     "resync for history" hint), while the mirror and its history stay as they are."""
-    existing = _mirror_columns(destination, schema, plan.name)
+    existing = mirror_columns(destination, schema, plan.name)
     kept = keep_retyped_columns(destination, schema, plan, existing)
     if kept:
-        existing = _mirror_columns(destination, schema, plan.name)  # the renames changed it
+        existing = mirror_columns(destination, schema, plan.name)  # the renames changed it
         warnings.append(
             f"An Airflow upgrade changed the type of {', '.join(k.removesuffix('_airflow2') for k in kept)} in "
             f"{plan.name}: the mirror keeps the former values in {', '.join(kept)}."

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from cdc_sync import catalog
 from cdc_sync.config import DeleteMode, SyncConfig
@@ -49,6 +50,24 @@ class TablePlan:
     @property
     def cursor_is_timestamp(self) -> bool:
         return self.cursor is not None and self.table.column(self.cursor).logical_type in TIMESTAMP_TYPES
+
+    @property
+    def cursor_is_naive(self) -> bool:
+        """A timestamp cursor without time zone: its values are naive UTC."""
+        return self.cursor is not None and self.table.column(self.cursor).logical_type is LogicalType.TIMESTAMP
+
+    def parse_mark(self, text: str | None) -> Any:
+        """A stored high-water mark (ISO text or integer text) as a value comparable with the cursor column."""
+        if text is None:
+            return None
+        if self.cursor_is_timestamp:
+            value = datetime.fromisoformat(text)
+            return value.replace(tzinfo=None) if self.cursor_is_naive else value
+        return int(text)
+
+    def source_time(self, instant: datetime) -> datetime:
+        """A source instant in the cursor's own form: naive UTC for naive timestamp columns."""
+        return instant.astimezone(UTC).replace(tzinfo=None) if self.cursor_is_naive else instant
 
 
 def select_tables(config: SyncConfig, available: Iterable[str]) -> tuple[list[str], list[str]]:

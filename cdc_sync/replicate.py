@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +34,6 @@ from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.transform import Tally, hash_columns, take_rows
-from cdc_sync.types import LogicalType
 
 log = logging.getLogger("cdc_sync")
 
@@ -53,26 +52,10 @@ class CursorPosition:
     pending_read_at: datetime | None
 
 
-def _parse_mark(plan: TablePlan, text: str | None) -> Any:
-    if text is None:
-        return None
-    if plan.cursor_is_timestamp:
-        value = datetime.fromisoformat(text)
-        naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
-        return value.replace(tzinfo=None) if naive else value
-    return int(text)
-
-
 def _format_mark(value: Any) -> str | None:
     if value is None:
         return None
     return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
-def _source_time(plan: TablePlan, instant: datetime) -> datetime:
-    """A source instant in the cursor's own form: naive UTC for naive timestamp columns."""
-    naive = plan.table.column(plan.cursor).logical_type is LogicalType.TIMESTAMP  # type: ignore[arg-type]
-    return instant.astimezone(UTC).replace(tzinfo=None) if naive else instant
 
 
 def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon, lookback: float,
@@ -82,8 +65,8 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
     if plan.strategy == "row_version":
         since = previous.high_water_mark
         return CursorPosition(RowVersionFilter(int(since)) if since else None, since, None, None)
-    mark = _parse_mark(plan, previous.high_water_mark)
-    pending = _parse_mark(plan, previous.pending_high_water_mark)
+    mark = plan.parse_mark(previous.high_water_mark)
+    pending = plan.parse_mark(previous.pending_high_water_mark)
     pending_at = previous.pending_read_at
     # Ids up to `pending` were read while writers were open; once every writer open then has finished,
     # no smaller id can still appear, and the pending mark is confirmed.
@@ -108,7 +91,7 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
         return position
     if plan.cursor_is_timestamp:
         # A row stamped before the oldest open writer started may still commit: stop there.
-        safe = _source_time(plan, horizon.safe_until)
+        safe = plan.source_time(horizon.safe_until)
         return replace(position, high_water_mark=min(max_seen, safe))
     if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
         mark = max_seen if position.high_water_mark is None else max(max_seen, position.high_water_mark)
@@ -380,8 +363,9 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(source.list_tables())))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
-                if _lane_count(config, destination, plans, watermarks, resync) > 1:
-                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table))
+                lanes = _lane_count(config, destination, plans, watermarks, resync)
+                if lanes > 1:
+                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes))
                 else:
                     for plan in plans:
                         table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
@@ -406,8 +390,8 @@ def _lane_count(config: SyncConfig, destination: Destination, plans: list[TableP
 
 
 def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: list[TablePlan],
-                   watermarks: dict[str, Watermark], on_table: TableCallback | None) -> list[TableReport]:
-    """Sync the tables on ``config.parallel_tables`` lanes, the largest first; reports come back in plan order.
+                   watermarks: dict[str, Watermark], on_table: TableCallback | None, lanes: int) -> list[TableReport]:
+    """Sync the tables on ``lanes`` lanes, the largest first; reports come back in plan order.
 
     The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
     and a warehouse connection of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
@@ -423,8 +407,8 @@ def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans:
         return sync
 
     with contextlib.ExitStack() as connections:
-        lanes = [lane(cycle, source)]
-        for _ in range(_lane_count(config, cycle.destination, plans, watermarks, False) - 1):
+        workers = [lane(cycle, source)]
+        for _ in range(lanes - 1):
             try:
                 lane_source = connections.enter_context(open_source(config.source_url))
                 lane_destination = connections.enter_context(
@@ -432,20 +416,17 @@ def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans:
                 )
             except CdcSyncError as error:
                 log.warning("Syncing with %d table(s) at a time: another connection could not be opened: %s",
-                            len(lanes), error)
+                            len(workers), error)
                 break
             lane_destination.share_with_concurrent_tables()
-            lanes.append(lane(TableCycle(config, lane_destination, StateStore(lane_destination, config.schema),
-                                         cycle.cycle_id), lane_source))
-        if len(lanes) > 1:
+            workers.append(lane(TableCycle(config, lane_destination, StateStore(lane_destination, config.schema),
+                                           cycle.cycle_id), lane_source))
+        if len(workers) > 1:
             cycle.destination.share_with_concurrent_tables()
         # Largest mirror first, so that the small tables fill the other lanes meanwhile.
-        by_size = sorted(range(len(plans)), key=lambda i: -(watermarks[plans[i].name].live_rows or 0))
-        reports = run_in_lanes([plans[i] for i in by_size], lanes)
-    in_plan_order: list[TableReport] = [None] * len(plans)  # type: ignore[list-item]
-    for position, table_report in zip(by_size, reports, strict=True):
-        in_plan_order[position] = table_report
-    return in_plan_order
+        by_size = sorted(plans, key=lambda plan: -(watermarks[plan.name].live_rows or 0))
+        reports = {table_report.table: table_report for table_report in run_in_lanes(by_size, workers)}
+    return [reports[plan.name] for plan in plans]
 
 
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:

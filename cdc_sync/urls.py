@@ -51,8 +51,7 @@ class URL:
     def create(cls, drivername: str, username: str | None = None, password: str | None = None,
                host: str | None = None, port: int | None = None, database: str | None = None,
                query: Mapping[str, Any] | None = None) -> URL:
-        options = MappingProxyType({str(key): str(value) for key, value in (query or {}).items()})
-        return cls(drivername, username, password, host, port, database, options)
+        return cls(drivername, username, password, host, port, database, _frozen(query))
 
     def get_backend_name(self) -> str:
         """``postgresql+psycopg`` → ``postgresql``."""
@@ -60,7 +59,7 @@ class URL:
 
     def set(self, **changes: Any) -> URL:
         if "query" in changes:
-            changes["query"] = MappingProxyType({str(k): str(v) for k, v in (changes["query"] or {}).items()})
+            changes["query"] = _frozen(changes["query"])
         return replace(self, **changes)
 
     def render_as_string(self, hide_password: bool = True) -> str:
@@ -83,6 +82,10 @@ class URL:
 
     def __str__(self) -> str:
         return self.render_as_string(hide_password=True)
+
+
+def _frozen(query: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return MappingProxyType({str(key): str(value) for key, value in (query or {}).items()})
 
 
 def make_url(text: str) -> URL:

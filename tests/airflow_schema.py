@@ -6,6 +6,7 @@ seconds (shared with the benchmark).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -216,11 +217,25 @@ def sqlite_airflow3_template(directory: Path) -> Path:
     return path
 
 
+def _tag_and_job_rows(dags: int, jobs: int, now: dt.datetime) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
+    """``dag_tag`` and ``job`` rows, alike in the Airflow 2 and 3 schemas."""
+    return {
+        "dag_tag": (("name", "dag_id"),
+                    [(tag, f"dag_{d}") for d in range(1, dags + 1) for tag in ("finance", "daily")]),
+        "job": (
+            ("dag_id", "state", "job_type", "start_date", "end_date", "latest_heartbeat", "executor_class",
+             "hostname", "unixname"),
+            [(f"dag_{j % dags + 1}", "success", "LocalTaskJob", now - dt.timedelta(hours=2),
+              now - dt.timedelta(hours=1), now - dt.timedelta(hours=1), "LocalExecutor", "worker-1", "airflow")
+             for j in range(1, jobs + 1)],
+        ),
+    }
+
+
 def airflow3_rows(*, dags: int = 5, runs: int = 50, tasks_per_run: int = 4, jobs: int = 20, logs: int = 30,
                   first_run: int = 1) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
     """Scheduler-like content as Python values (naive UTC datetimes, JSON text, bytes), table by table, for the
     engines where rows are inserted from Python. ``first_run`` lets a test add runs later without collisions."""
-    import datetime as dt
     import json
     import uuid as uuid_module
 
@@ -238,15 +253,7 @@ def airflow3_rows(*, dags: int = 5, runs: int = 50, tasks_per_run: int = 4, jobs
               f"/opt/airflow/dags/dag_{d}.py", "data-team", f"Ünïcode dag № {d} ✓", now - dt.timedelta(days=1))
              for d in range(1, dags + 1)],
         )
-        tables["dag_tag"] = (("name", "dag_id"),
-                             [(tag, f"dag_{d}") for d in range(1, dags + 1) for tag in ("finance", "daily")])
-        tables["job"] = (
-            ("dag_id", "state", "job_type", "start_date", "end_date", "latest_heartbeat", "executor_class",
-             "hostname", "unixname"),
-            [(f"dag_{j % dags + 1}", "success", "LocalTaskJob", now - dt.timedelta(hours=2),
-              now - dt.timedelta(hours=1), now - dt.timedelta(hours=1), "LocalExecutor", "worker-1", "airflow")
-             for j in range(1, jobs + 1)],
-        )
+        tables.update(_tag_and_job_rows(dags, jobs, now))
         tables["import_error"] = (
             ("timestamp", "filename", "bundle_name", "stacktrace"),
             [(now - dt.timedelta(hours=1), "/opt/airflow/dags/broken.py", "dags-folder",
@@ -302,7 +309,6 @@ def fill_airflow3_mysql(url: str, **sizes) -> None:
 
 def sqlite_text_time(value, offset_minutes: int = 0) -> str:
     """A UTC instant as Airflow's SQLite columns hold it: naive text, or with an explicit offset when asked."""
-    import datetime as dt
 
     if not offset_minutes:
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -313,7 +319,6 @@ def sqlite_text_time(value, offset_minutes: int = 0) -> str:
 def fill_airflow3_sqlite(path: str | Path, **sizes) -> None:
     """Insert :func:`airflow3_rows` into an SQLite Airflow 3 schema, timestamps as text; every third run's
     ``start_date`` carries a +02:00 offset, as rows written through other drivers sometimes do."""
-    import datetime as dt
     import sqlite3
 
     connection = sqlite3.connect(path)
@@ -395,7 +400,6 @@ def airflow2_rows(*, dags: int = 5, runs: int = 40, tasks_per_run: int = 4, jobs
     ``task_fail``, ``job``, and FAB users (with a password hash) and roles.
 
     Instants are aware UTC datetimes; FAB columns are naive (FAB writes local wall-clock time)."""
-    import datetime as dt
     import pickle
 
     utc = dt.UTC
@@ -410,15 +414,7 @@ def airflow2_rows(*, dags: int = 5, runs: int = 40, tasks_per_run: int = 4, jobs
             [(f"dag_{d}", d % 7 == 0, False, True, now - dt.timedelta(days=1), f"/opt/airflow/dags/dag_{d}.py",
               "data-team", f"Ünïcode dag № {d} ✓", '"@daily"', 16, 16, 0, False, False) for d in range(1, dags + 1)],
         )
-        tables["dag_tag"] = (("name", "dag_id"),
-                             [(tag, f"dag_{d}") for d in range(1, dags + 1) for tag in ("finance", "daily")])
-        tables["job"] = (
-            ("dag_id", "state", "job_type", "start_date", "end_date", "latest_heartbeat", "executor_class",
-             "hostname", "unixname"),
-            [(f"dag_{j % dags + 1}", "success", "LocalTaskJob", now - dt.timedelta(hours=2),
-              now - dt.timedelta(hours=1), now - dt.timedelta(hours=1), "LocalExecutor", "worker-1", "airflow")
-             for j in range(1, jobs + 1)],
-        )
+        tables.update(_tag_and_job_rows(dags, jobs, now))
         tables["import_error"] = (
             ("timestamp", "filename", "stacktrace"),
             [(now - dt.timedelta(hours=1), "/opt/airflow/dags/broken.py",
@@ -490,7 +486,6 @@ def fill_airflow2_postgres(url: str, **sizes) -> None:
 
 
 def _naive_utc(value):
-    import datetime as dt
 
     return value.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(value, dt.datetime) and value.tzinfo else value
 
@@ -511,7 +506,6 @@ def fill_airflow2_mysql(url: str, **sizes) -> None:
 
 def fill_airflow2_sqlite(path: str | Path, **sizes) -> None:
     """Insert :func:`airflow2_rows` into an SQLite Airflow 2.11 schema, instants as naive UTC text."""
-    import datetime as dt
     import sqlite3
 
     connection = sqlite3.connect(path)

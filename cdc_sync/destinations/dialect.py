@@ -136,6 +136,10 @@ class Dialect:
             (schema, self.fold(table)),
         )
 
+    def session_setup(self) -> Statement:
+        """Run once per connection: timestamps without a zone are written and read as UTC."""
+        return Statement("SET TIME ZONE 'UTC'")
+
     def staging_name(self, table: str, purpose: str = "rows") -> str:
         return f"_cdc_stage_{purpose}_{table}"[: self.max_identifier_length]
 

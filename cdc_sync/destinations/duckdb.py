@@ -44,6 +44,9 @@ class DuckDBDialect(Dialect):
         names = self.column_list([c.name for c in columns])
         return Statement(f"INSERT INTO {self.quote(staging)} ({names}) SELECT {names} FROM {self.quote(relation)}")
 
+    def session_setup(self) -> Statement:
+        return Statement("SET TimeZone = 'UTC'")
+
     def memory_limit(self, limit: str) -> Statement:
         # SET takes no bound parameter; the value is one of this module's constants, never user input.
         return Statement(f"SET memory_limit = '{limit}'")
@@ -83,7 +86,7 @@ class DuckDBDestination(Destination):
                     "wait for it to finish, then try again."
                 ) from None
             raise DestinationError(f"Cannot open the DuckDB file {self.path}: {error}") from None
-        self._connection.execute("SET TimeZone = 'UTC'")
+        self._connection.execute(self.dialect.session_setup().sql)
         # Connections of one process to one file share one database instance, with a transaction per connection;
         # a second connection to ":memory:" would open another, empty database.
         self.supports_concurrent_tables = self.path != ":memory:"

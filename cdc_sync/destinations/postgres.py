@@ -77,7 +77,7 @@ class PostgresDestination(Destination):
                 f"Cannot connect to the destination {redact(url)}: {reason}. Check host, port, database and "
                 "credentials."
             ) from None
-        self._connection.execute("SET TIME ZONE 'UTC'")
+        self._connection.execute(self.dialect.session_setup().sql)
         self._connection.commit()
 
     def _translate(self, error: Exception) -> DestinationError:
