@@ -23,7 +23,7 @@ from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import mirror_columns
 from cdc_sync.plan import TablePlan
-from cdc_sync.sources import SourceSnapshot
+from cdc_sync.sources import SeenRowVersions, SourceSnapshot
 from cdc_sync.state import Watermark
 
 
@@ -72,7 +72,7 @@ def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Waterm
     if plan.strategy == "row_version":
         # A transaction counter that went backwards: another cluster (e.g. a dump restored elsewhere).
         now = snapshot.horizon.row_version
-        return now is not None and now < int(previous.high_water_mark)
+        return now is not None and now.xmin < SeenRowVersions.parse(previous.high_water_mark).xmin
     if plan.strategy not in ("incremental", "append") or plan.cursor != previous.cursor_column or not plan.cursor:
         return False
     return not snapshot.reaches(plan.table, plan.cursor, plan.parse_mark(previous.high_water_mark))
@@ -99,12 +99,14 @@ class GuardDecision:
 
 
 def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot, plan: TablePlan,
-                previous: Watermark | None, full: bool, warnings: list[str]) -> GuardDecision:
+                previous: Watermark | None, full: bool, warnings: list[str],
+                known_columns: dict[str, str] | None = None) -> GuardDecision:
     """Run the checks above for one table.
 
-    A backfill passes no previous watermark: the cycle then treats the table as first synced (full read, no
-    "resync for history" hint), while the mirror and its history stay as they are."""
-    existing = mirror_columns(destination, schema, plan.name)
+    ``known_columns`` is the table's :func:`cdc_sync.drift.mirror_columns` when the cycle has just read them for
+    the whole schema. A backfill passes no previous watermark: the cycle then treats the table as first synced
+    (full read, no "resync for history" hint), while the mirror and its history stay as they are."""
+    existing = mirror_columns(destination, schema, plan.name) if known_columns is None else known_columns
     kept = keep_retyped_columns(destination, schema, plan, existing)
     if kept:
         existing = mirror_columns(destination, schema, plan.name)  # the renames changed it

@@ -3,7 +3,9 @@
 Exactly once: everything a table's cycle writes (rows, deletions, its watermark and its run record) commits in
 one destination transaction. A failure anywhere before that commit leaves the mirror as it was, and the next cycle
 re-reads from the unchanged watermark. Re-read rows are deduplicated and unchanged rows are not rewritten, so the
-overlap that protects late commits costs no duplicates.
+overlap that protects late commits costs no duplicates. (A read filtered by row version returns only rows written
+since the last read; the MERGE updates those without comparing columns, see
+:meth:`cdc_sync.sources.SourceSnapshot.reads_only_rewritten_rows`.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,13 +27,21 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from cdc_sync.config import SyncConfig
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
-from cdc_sync.drift import prepare_mirror_table
+from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import guard_table, vanished_table_warnings
 from cdc_sync.lanes import run_in_lanes
 from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
-from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot, open_source
+from cdc_sync.sources import (
+    CursorFilter,
+    Horizon,
+    RowVersionFilter,
+    SeenRowVersions,
+    Source,
+    SourceSnapshot,
+    open_source,
+)
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.transform import Tally, hash_columns, take_rows
 
@@ -64,7 +74,7 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
         return CursorPosition(None, None, None, None)
     if plan.strategy == "row_version":
         since = previous.high_water_mark
-        return CursorPosition(RowVersionFilter(int(since)) if since else None, since, None, None)
+        return CursorPosition(RowVersionFilter(SeenRowVersions.parse(since)) if since else None, since, None, None)
     mark = plan.parse_mark(previous.high_water_mark)
     pending = plan.parse_mark(previous.pending_high_water_mark)
     pending_at = previous.pending_read_at
@@ -78,7 +88,7 @@ def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon
     if mark is None:
         return CursorPosition(None, None, pending, pending_at)
     after = mark - timedelta(seconds=lookback) if plan.cursor_is_timestamp else mark
-    since = int(previous.row_version) if previous.row_version else None
+    since = SeenRowVersions.parse(previous.row_version) if previous.row_version else None
     return CursorPosition(CursorFilter(plan.cursor, after, since), mark, pending, pending_at)  # type: ignore[arg-type]
 
 
@@ -178,8 +188,10 @@ class TableCycle:
         else:
             source_count = SourceCount(snapshot, plan, needed=not read_everything and plan.delete_mode != "ignore")
             try:
-                report.rows_written = self._merge_in_chunks(plan, staging, batches, started,
-                                                            on_read_end=source_count.start)
+                report.rows_written = self._merge_in_chunks(
+                    plan, staging, batches, started, on_read_end=source_count.start,
+                    compare_rows=not snapshot.reads_only_rewritten_rows(position.where),
+                )
                 report.rows_deleted, live_rows = self._reconcile_deletes(
                     plan, snapshot, tally.rows if read_everything else source_count.result, report, started
                 )
@@ -226,28 +238,25 @@ class TableCycle:
         return written
 
     def _merge_in_chunks(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch],
-                         synced_at: datetime, on_read_end: Callable[[], None]) -> int:
+                         synced_at: datetime, on_read_end: Callable[[], None], compare_rows: bool) -> int:
         """Stage and MERGE a bounded number of rows at a time, so memory does not grow with the table.
 
-        ``on_read_end`` is called once the source stream is exhausted, before the last MERGE runs. A read that
+        ``on_read_end`` is called once the source stream is exhausted, before the last MERGE finishes. A read that
         brings no row (the usual no-change cycle) creates no staging table at all."""
         destination, dialect = self.destination, self.dialect
-        remaining = iter(batches)
+        remaining = _notify_when_exhausted(batches, on_read_end)
         first = next(remaining, None)
         if first is None:
-            on_read_end()
             return 0
         remaining = itertools.chain([first], remaining)
         merge = dialect.merge(self.schema, plan.name, staging, plan.column_names, plan.merge_key, plan.cursor,
-                              plan.nullable_key, synced_at)
+                              plan.nullable_key, synced_at, compare_rows)
         destination.execute(dialect.drop_staging(staging))
         destination.execute(dialect.create_staging(staging, plan.columns))
         written = 0
         while True:
             loaded = destination.load(staging, plan.columns, take_rows(remaining, MERGE_CHUNK_ROWS))
             exhausted = loaded < MERGE_CHUNK_ROWS
-            if exhausted:
-                on_read_end()
             if loaded:
                 written += max(destination.execute(merge), 0)
             if exhausted:
@@ -312,6 +321,12 @@ class TableCycle:
             log.error("Could not record the failure of %s: %s", plan.name, error)
 
 
+def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+    """The batches, then ``callback()`` once the source stream has ended (its read, e.g. a COPY, is finished)."""
+    yield from batches
+    callback()
+
+
 def _retrying(function: Callable[[], Watermark]) -> Watermark:
     """Transient destination failures (dropped connections, serialization) are retried with backoff."""
     return retry(
@@ -363,12 +378,16 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(source.list_tables())))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
+                # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
+                known_columns = schema_mirror_columns(destination, config.schema)
                 lanes = _lane_count(config, destination, plans, watermarks, resync)
                 if lanes > 1:
-                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes))
+                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
+                                                        known_columns))
                 else:
                     for plan in plans:
-                        table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync)
+                        table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync,
+                                                 known_columns)
                         report.tables.append(table_report)
                         if on_table:
                             on_table(table_report)
@@ -390,7 +409,8 @@ def _lane_count(config: SyncConfig, destination: Destination, plans: list[TableP
 
 
 def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: list[TablePlan],
-                   watermarks: dict[str, Watermark], on_table: TableCallback | None, lanes: int) -> list[TableReport]:
+                   watermarks: dict[str, Watermark], on_table: TableCallback | None, lanes: int,
+                   known_columns: dict[str, dict[str, str]]) -> list[TableReport]:
     """Sync the tables on ``lanes`` lanes, the largest first; reports come back in plan order.
 
     The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
@@ -399,7 +419,7 @@ def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans:
 
     def lane(lane_cycle: TableCycle, lane_source: Source) -> Callable[[TablePlan], TableReport]:
         def sync(plan: TablePlan) -> TableReport:
-            table_report = _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False)
+            table_report = _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False, known_columns)
             if on_table:
                 with callback_lock:
                     on_table(table_report)
@@ -430,24 +450,30 @@ def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans:
 
 
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:
-    schemas = {name: source.describe(name) for name in tables}
+    schemas = source.describe_tables(tables)
     validate_column_options(config, schemas)
     return [plan_table(schemas[name], config, row_versions=source.has_row_versions) for name in tables]
 
 
 def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Watermark | None,
-              full: bool) -> TableReport:
+              full: bool, known_columns: dict[str, dict[str, str]] | None = None) -> TableReport:
+    """Sync one table, retrying transient failures. ``known_columns`` is the schema's mirror columns as read at
+    the start of the cycle (a table absent from it has no mirror yet); only the first attempt trusts it."""
     report = TableReport(table=plan.name, strategy="full" if full and plan.strategy != "full" else plan.strategy)
     started = utc_now()
     clock_started = time.monotonic()
+    first_columns = None if known_columns is None else known_mirror_columns(cycle.destination, known_columns,
+                                                                             plan.name)
 
     def attempt() -> Watermark:
-        nonlocal clock_started
+        nonlocal clock_started, first_columns
         clock_started = time.monotonic()
         report.warnings.clear()
+        columns, first_columns = first_columns, None  # a retry reads them again: the attempt may have changed them
         with source.snapshot() as snapshot:
             # Upgrades and resets (cdc_sync.guards): may turn this cycle of the table into a full re-read.
-            decision = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full, report.warnings)
+            decision = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full, report.warnings,
+                                   columns)
             try:
                 return cycle.run(plan, snapshot, decision.previous, decision.read_in_full, report, clock_started,
                                  decision.mirror_columns)

@@ -136,6 +136,14 @@ class Dialect:
             (schema, self.fold(table)),
         )
 
+    def schema_columns(self, schema: str) -> Statement:
+        """Every mirror column of ``schema`` at once, as (table, column, type): read once per cycle."""
+        return Statement(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = {self.placeholder} ORDER BY table_name, ordinal_position",
+            (schema,),
+        )
+
     def session_setup(self) -> Statement:
         """Run once per connection: timestamps without a zone are written and read as UTC."""
         return Statement("SET TIME ZONE 'UTC'")
@@ -183,17 +191,22 @@ class Dialect:
         order_by: str | None,
         nullable_key: frozenset[str],
         synced_at: Any,
+        compare_rows: bool = True,
     ) -> Statement:
+        """Upsert the staging rows by key. ``compare_rows`` skips matched rows equal in every column; without it
+        every matched row is updated, which spares the warehouse reading all columns of the mirror (see
+        :meth:`cdc_sync.sources.SourceSnapshot.reads_only_rewritten_rows`)."""
         p = self.placeholder
         non_key = [c for c in columns if c not in key]
         assignments = [f"{self.quote(c)} = s.{self.quote(c)}" for c in non_key]
         assignments += [f"{self.quote(SYNCED_AT)} = {p}", f"{self.quote(DELETED_AT)} = NULL"]
         insert_columns = [*columns, SYNCED_AT]
+        only_changed = f" AND {self.changed(non_key, 't', 's')}" if compare_rows else ""
         sql = (
             f"MERGE INTO {self.table(schema, table)} AS t "
             f"USING ({self.deduplicated(staging, columns, key, order_by)}) AS s "
             f"ON {self._key_match(key, 't', 's', nullable_key)} "
-            f"WHEN MATCHED AND {self.changed(non_key, 't', 's')} THEN UPDATE SET {', '.join(assignments)} "
+            f"WHEN MATCHED{only_changed} THEN UPDATE SET {', '.join(assignments)} "
             f"WHEN NOT MATCHED THEN INSERT ({self.column_list(insert_columns)}) "
             f"VALUES ({self.column_list(columns, 's.')}, {p})"
         )

@@ -103,6 +103,9 @@ class RedshiftDialect(LeaseLockDialect):
     def table_columns(self, schema: str, table: str) -> Statement:
         return Statement(super().table_columns(schema, table).sql, (schema.lower(), self.fold(table)))
 
+    def schema_columns(self, schema: str) -> Statement:
+        return Statement(super().schema_columns(schema).sql, (schema.lower(),))
+
     @staticmethod
     def _same(left: str, right: str) -> str:
         return f"({left} = {right} OR ({left} IS NULL AND {right} IS NULL))"
@@ -120,12 +123,14 @@ class RedshiftDialect(LeaseLockDialect):
         return "(" + " OR ".join(tests) + ")"
 
     def merge(self, schema: str, table: str, staging: str, columns: Sequence[str], key: Sequence[str],
-              order_by: str | None, nullable_key: frozenset[str], synced_at: Any) -> Statement:
+              order_by: str | None, nullable_key: frozenset[str], synced_at: Any,
+              compare_rows: bool = True) -> Statement:
         target, source = self.table(schema, table), self.quote(staging)
         non_key = [c for c in columns if c not in key]
+        only_changed = f" AND {self.changed(non_key, target, source)}" if compare_rows else ""
         delete = Statement(
-            f"DELETE FROM {target} USING {source} WHERE {self._key_match(key, target, source, nullable_key)} "
-            f"AND {self.changed(non_key, target, source)}"
+            f"DELETE FROM {target} USING {source} WHERE {self._key_match(key, target, source, nullable_key)}"
+            + only_changed
         )
         insert = Statement(
             f"INSERT INTO {target} ({self.column_list([*columns, SYNCED_AT])}) "

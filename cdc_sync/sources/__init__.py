@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from cdc_sync.errors import ConfigError
-from cdc_sync.sources.base import CursorFilter, Horizon, RowVersionFilter, Source, SourceSnapshot
+from cdc_sync.sources.base import CursorFilter, Horizon, RowVersionFilter, SeenRowVersions, Source, SourceSnapshot
 from cdc_sync.urls import URL, engine_of
 
-__all__ = ["CursorFilter", "Horizon", "RowVersionFilter", "Source", "SourceSnapshot", "open_source"]
+__all__ = ["CursorFilter", "Horizon", "RowVersionFilter", "SeenRowVersions", "Source", "SourceSnapshot",
+           "open_source"]
 
 
 def open_source(url: URL) -> Source:

@@ -15,6 +15,31 @@ from cdc_sync.types import TableSchema
 
 
 @dataclass(frozen=True)
+class SeenRowVersions:
+    """The writes a snapshot saw, as PostgreSQL's ``pg_snapshot``: every transaction before ``xmin``, and those
+    before ``xmax`` that are not ``in_progress``. A row version written by any other transaction is new to it.
+
+    Kept in the watermark as PostgreSQL's own text form, ``xmin:xmax:xip,…`` (64-bit transaction ids). A bare
+    number (the form earlier versions stored) means "everything from that transaction on is new", which re-reads
+    more rows but misses none."""
+
+    xmin: int
+    xmax: int
+    in_progress: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> SeenRowVersions:
+        parts = text.strip().split(":")
+        if len(parts) == 1:
+            return cls(int(parts[0]), int(parts[0]))
+        xmin, xmax, in_progress = parts
+        return cls(int(xmin), int(xmax), tuple(int(xid) for xid in in_progress.split(",") if xid))
+
+    def __str__(self) -> str:
+        return f"{self.xmin}:{self.xmax}:{','.join(str(xid) for xid in self.in_progress)}"
+
+
+@dataclass(frozen=True)
 class Horizon:
     """When a read started, and the start of the oldest write transaction still open then.
 
@@ -27,9 +52,9 @@ class Horizon:
     oldest_open_write_at: datetime | None
     # False when the engine could not tell us about other sessions (missing privilege, or no such view).
     sees_open_writes: bool
-    # Engines with row versions (PostgreSQL): every row changed by a transaction at or after this one may be
-    # invisible to this read; all older changes are visible. None where the engine has no such notion.
-    row_version: int | None = None
+    # Engines with row versions (PostgreSQL): the writes this read sees; the next read of the table takes only
+    # rows written by the others. None where the engine has no such notion.
+    row_version: SeenRowVersions | None = None
 
     @property
     def safe_until(self) -> datetime:
@@ -50,14 +75,14 @@ class CursorFilter:
     after: Any
     # Where the engine has row versions: only rows written by a transaction the last read could not see
     # (the overlap then costs no re-read of rows already mirrored).
-    since_row_version: int | None = None
+    since_row_version: SeenRowVersions | None = None
 
 
 @dataclass(frozen=True)
 class RowVersionFilter:
-    """Rows written by a transaction at or after ``since`` (a change detector that needs no column)."""
+    """Rows written by a transaction that ``since`` did not see (a change detector that needs no column)."""
 
-    since: int
+    since: SeenRowVersions
 
 
 RowFilter = CursorFilter | RowVersionFilter
@@ -81,6 +106,14 @@ class SourceSnapshot(ABC):
     @abstractmethod
     def count_rows(self, table: TableSchema) -> int:
         """The table's row count in this snapshot."""
+
+    def reads_only_rewritten_rows(self, where: RowFilter | None) -> bool:
+        """Whether ``read_rows(…, where)`` returns only rows written since the previous read's snapshot began.
+
+        Then a MERGE need not compare a matched row's columns to skip unchanged ones: comparing makes the warehouse
+        read every column of the whole mirror table, while the few rows re-read at the snapshot boundary are
+        rewritten with the same values, harmlessly."""
+        return False
 
     def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
         """Whether some row's ``column`` is at or after ``value`` (the source-reset check).
@@ -109,6 +142,10 @@ class Source(ABC):
     @abstractmethod
     def describe(self, table: str) -> TableSchema:
         """Columns (as logical types), primary key and unique keys of ``table``."""
+
+    def describe_tables(self, tables: list[str]) -> dict[str, TableSchema]:
+        """:meth:`describe` for several tables; engines override it with one catalog query for all of them."""
+        return {table: self.describe(table) for table in tables}
 
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[SourceSnapshot]:

@@ -13,7 +13,15 @@ from typing import Any
 import pyarrow as pa
 
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, RowFilter, RowVersionFilter, Source, SourceSnapshot
+from cdc_sync.sources.base import (
+    CursorFilter,
+    Horizon,
+    RowFilter,
+    RowVersionFilter,
+    SeenRowVersions,
+    Source,
+    SourceSnapshot,
+)
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import URL, redact
@@ -45,24 +53,24 @@ NATIVE_TEXT_FORMS = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", 
                      "name", "bytea", "timestamptz", "timestamp", "date"}
 
 COLUMNS_SQL = """
-SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+SELECT c.relname, a.attname, t.typname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
-WHERE n.nspname = current_schema() AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
+WHERE n.nspname = current_schema() AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attnum
 """
 KEYS_SQL = """
-SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ordinality)
+SELECT c.relname, i.indisprimary, array_agg(a.attname ORDER BY k.ordinality)
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ordinality)
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-WHERE n.nspname = current_schema() AND c.relname = %s AND i.indisunique AND i.indpred IS NULL
-GROUP BY i.indexrelid, i.indisprimary
-ORDER BY NOT i.indisprimary, i.indexrelid
+WHERE n.nspname = current_schema() AND c.relname = ANY(%s) AND i.indisunique AND i.indpred IS NULL
+GROUP BY c.relname, i.indexrelid, i.indisprimary
+ORDER BY c.relname, NOT i.indisprimary, i.indexrelid
 """
 TABLES_SQL = """
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -72,22 +80,29 @@ ORDER BY c.relname
 # The oldest write transaction of *other* sessions on this database: only sessions holding a transaction id
 # have written. Stats visibility needs the same role or pg_read_all_stats; the second column tells which.
 HORIZON_SQL = """
-SELECT now(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+SELECT now(), pg_current_snapshot()::text,
        (SELECT min(xact_start) FROM pg_stat_activity
          WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()),
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
          OR pg_has_role(current_user, 'pg_read_all_stats', 'member')
 """
-# Rows whose xmin is at or after a stored transaction id, compared modulo 2^32 the way PostgreSQL orders xids
-# (exact while they are less than 2^31 apart; further apart, the read goes without the filter). Frozen and
-# special xids (0-2) are old by definition. Plain arithmetic, unlike age(), lets PostgreSQL scan in parallel.
+# Rows whose xmin a stored snapshot did not see: at or after its xmax, compared modulo 2^32 the way PostgreSQL
+# orders xids (exact while they are less than 2^31 apart; further apart, the read goes without the filter), or
+# one of the transactions in progress then. Frozen and special xids (0-2) are old by definition. Plain
+# arithmetic, unlike age(), lets PostgreSQL scan in parallel. Parameters: xmax and the in-progress xids, mod 2^32.
 ROW_VERSION_PREDICATE = (
-    "(xmin::text::bigint >= 3 AND mod(xmin::text::bigint - %s::bigint + 4294967296, 4294967296) < 2147483648)"
+    "(xmin::text::bigint >= 3 AND (mod(xmin::text::bigint - %s::bigint + 4294967296, 4294967296) < 2147483648"
+    " OR xmin::text::bigint = ANY(%s::bigint[])))"
 )
 ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 SESSION_SETTINGS_SQL = (
     "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 )
+
+
+def row_version_parameters(since: SeenRowVersions) -> tuple[int, list[int]]:
+    """The parameters of :data:`ROW_VERSION_PREDICATE`: 64-bit transaction ids as the 32-bit xmin shows them."""
+    return since.xmax % 2**32, [xid % 2**32 for xid in since.in_progress]
 
 
 def quote(identifier: str) -> str:
@@ -133,18 +148,23 @@ class PostgresSnapshot(SourceSnapshot):
             params = (where.after,)
             if self._row_version_usable(where.since_row_version):
                 sql += f" AND {ROW_VERSION_PREDICATE}"
-                params += (where.since_row_version % 2**32,)  # type: ignore[operator]
+                params += row_version_parameters(where.since_row_version)  # type: ignore[arg-type]
         elif isinstance(where, RowVersionFilter) and self._row_version_usable(where.since):
             sql += f" WHERE {ROW_VERSION_PREDICATE}"
-            params = (where.since % 2**32,)
+            params = row_version_parameters(where.since)
         with self._copy(sql, params) as copy:
             yield from csv_batches(copy, table.columns)
 
-    def _row_version_usable(self, since: int | None) -> bool:
-        """age() comparisons are exact only within 2^31 transactions; further apart, read without the filter."""
+    def reads_only_rewritten_rows(self, where: RowFilter | None) -> bool:
+        # Only with a cursor too: xmin comparisons are modulo 2^32, so a row frozen more than 2^31 transactions
+        # ago can look new; the cursor filter keeps such old rows out of the read.
+        return isinstance(where, CursorFilter) and self._row_version_usable(where.since_row_version)
+
+    def _row_version_usable(self, since: SeenRowVersions | None) -> bool:
+        """xid comparisons are exact only within 2^31 transactions; further apart, read without the filter."""
         if since is None or self.horizon.row_version is None:
             return False
-        return 0 <= self.horizon.row_version - since < ROW_VERSION_MAX_DISTANCE
+        return 0 <= self.horizon.row_version.xmin - since.xmin < ROW_VERSION_MAX_DISTANCE
 
     def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
         columns = tuple(table.column(name) for name in key)
@@ -183,22 +203,31 @@ class PostgresSource(Source):
         return [row[0] for row in self._connection.execute(TABLES_SQL).fetchall()]
 
     def describe(self, table: str) -> TableSchema:
-        rows = self._connection.execute(COLUMNS_SQL, (table,)).fetchall()
-        if not rows:
-            raise ConfigError(f"Table {table!r} does not exist in the source {redact(self._url)}.")
-        columns = tuple(
-            Column(name=name, logical_type=TYPE_MAP.get(type_name, LogicalType.TEXT), nullable=nullable,
-                   source_type=type_name if type_name in TYPE_MAP or type_name in NATIVE_TEXT_FORMS else full)
-            for name, type_name, full, nullable in rows
-        )
-        primary: tuple[str, ...] = ()
-        uniques: list[tuple[str, ...]] = []
-        for is_primary, key_columns in self._connection.execute(KEYS_SQL, (table,)).fetchall():
+        return self.describe_tables([table])[table]
+
+    def describe_tables(self, tables: list[str]) -> dict[str, TableSchema]:
+        """Two catalog queries for all the tables, whatever their number."""
+        columns: dict[str, list[Column]] = {table: [] for table in tables}
+        for table, name, type_name, full, nullable in self._connection.execute(COLUMNS_SQL, (tables,)).fetchall():
+            columns[table].append(Column(
+                name=name, logical_type=TYPE_MAP.get(type_name, LogicalType.TEXT), nullable=nullable,
+                source_type=type_name if type_name in TYPE_MAP or type_name in NATIVE_TEXT_FORMS else full,
+            ))
+        missing = [table for table in tables if not columns[table]]
+        if missing:
+            raise ConfigError(f"Table {missing[0]!r} does not exist in the source {redact(self._url)}.")
+        primary: dict[str, tuple[str, ...]] = {}
+        uniques: dict[str, list[tuple[str, ...]]] = {table: [] for table in tables}
+        for table, is_primary, key_columns in self._connection.execute(KEYS_SQL, (tables,)).fetchall():
             if is_primary:
-                primary = tuple(key_columns)
+                primary[table] = tuple(key_columns)
             else:
-                uniques.append(tuple(key_columns))
-        return TableSchema(name=table, columns=columns, primary_key=primary, unique_keys=tuple(uniques))
+                uniques[table].append(tuple(key_columns))
+        return {
+            table: TableSchema(name=table, columns=tuple(columns[table]), primary_key=primary.get(table, ()),
+                               unique_keys=tuple(uniques[table]))
+            for table in tables
+        }
 
     @contextmanager
     def snapshot(self) -> Iterator[SourceSnapshot]:
@@ -210,8 +239,9 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, row_version, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
-                yield PostgresSnapshot(connection, Horizon(started, oldest, bool(sees_all), int(row_version)))
+                started, seen, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
+                horizon = Horizon(started, oldest, bool(sees_all), SeenRowVersions.parse(seen))
+                yield PostgresSnapshot(connection, horizon)
         except psycopg.Error as error:
             raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
         finally:
