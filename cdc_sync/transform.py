@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
+from cdc_sync.arrow_kernels import cast, maximum
+
 
 def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> Iterator[pa.RecordBatch]:
     """Replace personal data by its SHA-256 hex digest, so it can still be joined and counted, not read."""
@@ -17,7 +19,7 @@ def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> It
         arrays = list(batch.columns)
         for index, name in enumerate(batch.schema.names):
             if name in names:
-                values = arrays[index].cast(pa.string()).to_pylist()
+                values = cast(arrays[index], pa.string()).to_pylist()
                 arrays[index] = pa.array(
                     [None if v is None else hashlib.sha256(v.encode()).hexdigest() for v in values], pa.string()
                 )
@@ -36,9 +38,7 @@ class Tally:
         for batch in batches:
             self.rows += batch.num_rows
             if self.column is not None and batch.num_rows:
-                import pyarrow.compute as pc  # imported on the first row read: a no-change cycle never pays for it
-
-                value = pc.max(batch.column(self.column)).as_py()
+                value = maximum(batch.column(self.column))
                 if value is not None and (self.maximum is None or value > self.maximum):
                     self.maximum = value
             yield batch

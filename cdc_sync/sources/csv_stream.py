@@ -15,6 +15,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from cdc_sync.arrow_kernels import call, cast, maximum, slice_codeunits, starts_with
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType
 
 BLOCK_SIZE = 4 << 20  # bytes of CSV parsed at a time: bounds memory, large enough to amortise per-block costs
@@ -48,24 +49,24 @@ def decode_hex_bytes(array: pa.Array, prefix: str = "\\x") -> pa.Array:
     Decoded in bulk over Arrow's buffers with compute kernels (no Python object per value): executor configs ride
     on every task instance. Input that is not plain hex takes the per-value path, which raises on it.
     """
-    import pyarrow.compute as pc  # its import builds ~500 wrappers: paid only by reads that carry bytes
-
     if prefix:
-        array = pc.if_else(pc.starts_with(array, prefix), pc.utf8_slice_codeunits(array, len(prefix)), array)
-    array = pa.concat_arrays([array.cast(pa.binary())])  # offset 0, buffers of its own
+        array = call("if_else", starts_with(array, prefix), slice_codeunits(array, len(prefix)), array)
+    array = pa.concat_arrays([cast(array, pa.binary())])  # offset 0, buffers of its own
     validity, offsets_buffer, data_buffer = array.buffers()
     offsets = pa.Array.from_buffers(pa.int32(), len(array) + 1, [None, offsets_buffer])
     size = offsets[-1].as_py()
-    if sys.byteorder != "little" or size % 2 or pc.any(pc.not_equal(pc.bit_wise_and(offsets, 1), 0)).as_py():
+    odd_lengths = call("any", call("not_equal", call("bit_wise_and", offsets, pa.scalar(1, pa.int32())),
+                                   pa.scalar(0, pa.int32())))
+    if sys.byteorder != "little" or size % 2 or odd_lengths.as_py():
         return _decode_hex_per_value(array)
-    digits = pc.take(_HEX_DIGIT_VALUES, pa.Array.from_buffers(pa.uint8(), size, [None, data_buffer]))
-    if size and pc.max(digits).as_py() == 255:
+    digits = call("take", _HEX_DIGIT_VALUES, pa.Array.from_buffers(pa.uint8(), size, [None, data_buffer]))
+    if size and maximum(digits) == 255:
         return _decode_hex_per_value(array)
     # Two digits side by side read as one little-endian uint16: the first digit is the low byte.
     pairs = pa.Array.from_buffers(pa.uint16(), size // 2, [None, digits.buffers()[1]])
-    high = pc.shift_left(pc.bit_wise_and(pairs, 0x0F), 4)
-    decoded = pc.cast(pc.bit_wise_or(high, pc.shift_right(pairs, 8)), pa.uint8())
-    halved = pc.cast(pc.divide(offsets, 2), pa.int32())
+    high = call("shift_left", call("bit_wise_and", pairs, pa.scalar(0x0F, pa.uint16())), pa.scalar(4, pa.uint16()))
+    decoded = cast(call("bit_wise_or", high, call("shift_right", pairs, pa.scalar(8, pa.uint16()))), pa.uint8())
+    halved = cast(call("divide", offsets, pa.scalar(2, pa.int32())), pa.int32())
     return pa.Array.from_buffers(
         pa.binary(), len(array), [validity, halved.buffers()[1], decoded.buffers()[1]], array.null_count
     )
