@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from cdc_sync.destinations.dialect import ColumnSpec
@@ -35,7 +34,7 @@ class Migration:
 
 def migrations_directory() -> Path:
     """Installed wheels carry the files inside the package; a source checkout keeps them at the top level."""
-    packaged = Path(str(resources.files("cdc_sync"))) / "_migrations"
+    packaged = Path(__file__).resolve().parent / "_migrations"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "migrations"
