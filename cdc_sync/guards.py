@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
@@ -61,21 +62,47 @@ def missing_columns(destination: Destination, plan: TablePlan, existing: dict[st
     return [column.name for column in plan.columns if fold(column.name).lower() not in existing]
 
 
+class SourceWasReset(Exception):
+    """Raised by a table's incremental cycle that found the source behind its watermark: it is rolled back and
+    the table re-read in full (see :func:`reset_warning`)."""
 
-def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None) -> bool:
+
+def cursor_reset_check_needed(plan: TablePlan, previous: Watermark | None) -> bool:
+    """Whether :func:`source_was_reset` has to ask the source, for a cursor table with a watermark."""
+    return (
+        previous is not None and previous.high_water_mark is not None and previous.strategy == plan.strategy
+        and plan.strategy in ("incremental", "append") and bool(plan.cursor) and plan.cursor == previous.cursor_column
+    )
+
+
+def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None,
+                     newest_read: Any = None) -> bool:
     """Whether the source fell behind the table's watermark (restored, or another database at the same place).
 
     When the watermark was saved, some source row reached it (a timestamp watermark never passes the newest row
-    read; an id watermark is the newest id). If no row reaches it now, the source went back in time."""
+    read; an id watermark is the newest id). If no row reaches it now, the source went back in time.
+    ``newest_read`` is the largest cursor value the cycle has just read in this snapshot: when it reaches the
+    watermark, the source is not asked (in a cycle with changes, the usual case, that probe is a table scan)."""
     if previous is None or previous.high_water_mark is None or previous.strategy != plan.strategy:
         return False
     if plan.strategy == "row_version":
         # A transaction counter that went backwards: another cluster (e.g. a dump restored elsewhere).
         now = snapshot.horizon.row_version
         return now is not None and now.xmin < SeenRowVersions.parse(previous.high_water_mark).xmin
-    if plan.strategy not in ("incremental", "append") or plan.cursor != previous.cursor_column or not plan.cursor:
+    if not cursor_reset_check_needed(plan, previous):
         return False
-    return not snapshot.reaches(plan.table, plan.cursor, plan.parse_mark(previous.high_water_mark))
+    mark = plan.parse_mark(previous.high_water_mark)
+    if newest_read is not None and newest_read >= mark:
+        return False
+    return not snapshot.reaches(plan.table, plan.cursor, mark)  # type: ignore[arg-type]
+
+
+def reset_warning(plan: TablePlan, previous: Watermark) -> str:
+    return (
+        f"No row of {plan.name} in the source reaches the watermark {previous.high_water_mark} any more "
+        "(restored from a backup, another database at this address, or its newest rows deleted): re-read in "
+        "full this cycle; rows gone from the source are handled by the delete mode."
+    )
 
 
 def vanished_table_warnings(watermarks: dict[str, Watermark], planned: set[str], available: set[str]) -> list[str]:
@@ -96,6 +123,8 @@ class GuardDecision:
     previous: Watermark | None
     read_in_full: bool
     mirror_columns: dict[str, str]
+    # The cursor-table reset probe, left to the cycle: after its read it knows whether a row reaches the watermark.
+    check_reset_after_read: bool = False
 
 
 def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot, plan: TablePlan,
@@ -121,11 +150,11 @@ def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot,
             "holds them (no resync needed)."
         )
         return GuardDecision(None, True, existing)
-    if not full and source_was_reset(snapshot, plan, previous):
-        warnings.append(
-            f"No row of {plan.name} in the source reaches the watermark {previous.high_water_mark} any more "  # type: ignore[union-attr]
-            "(restored from a backup, another database at this address, or its newest rows deleted): re-read in "
-            "full this cycle; rows gone from the source are handled by the delete mode."
-        )
+    if full:
+        return GuardDecision(previous, full, existing)
+    if cursor_reset_check_needed(plan, previous):
+        return GuardDecision(previous, full, existing, check_reset_after_read=True)
+    if source_was_reset(snapshot, plan, previous):
+        warnings.append(reset_warning(plan, previous))  # type: ignore[arg-type]
         return GuardDecision(previous, True, existing)
     return GuardDecision(previous, full, existing)

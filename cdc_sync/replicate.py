@@ -29,7 +29,7 @@ from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
-from cdc_sync.guards import guard_table, vanished_table_warnings
+from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import run_in_lanes
 from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
@@ -160,7 +160,10 @@ class TableCycle:
         self.cycle_id = cycle_id
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
-            report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None) -> Watermark:
+            report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None,
+            check_reset: bool = False) -> Watermark:
+        """``check_reset``: after an incremental read, raise :class:`cdc_sync.guards.SourceWasReset` (before
+        anything commits) when no source row reaches the previous watermark any more."""
         destination, dialect, schema = self.destination, self.dialect, self.schema
         started = utc_now()
         horizon = snapshot.horizon
@@ -192,6 +195,10 @@ class TableCycle:
                     plan, staging, batches, started, on_read_end=source_count.start,
                     compare_rows=not snapshot.reads_only_rewritten_rows(position.where),
                 )
+                if check_reset and not read_everything:
+                    source_count.settle()  # the probe needs the source connection
+                    if source_was_reset(snapshot, plan, previous, newest_read=tally.maximum):
+                        raise SourceWasReset(plan.name)
                 report.rows_deleted, live_rows = self._reconcile_deletes(
                     plan, snapshot, tally.rows if read_everything else source_count.result, report, started
                 )
@@ -475,8 +482,14 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
             decision = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full, report.warnings,
                                    columns)
             try:
-                return cycle.run(plan, snapshot, decision.previous, decision.read_in_full, report, clock_started,
-                                 decision.mirror_columns)
+                try:
+                    return cycle.run(plan, snapshot, decision.previous, decision.read_in_full, report, clock_started,
+                                     decision.mirror_columns, check_reset=decision.check_reset_after_read)
+                except SourceWasReset:
+                    cycle.destination.rollback()
+                    report.warnings.append(reset_warning(plan, decision.previous))  # type: ignore[arg-type]
+                    return cycle.run(plan, snapshot, decision.previous, True, report, clock_started,
+                                     decision.mirror_columns)
             except BaseException:
                 cycle.destination.rollback()
                 raise

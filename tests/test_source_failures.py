@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 import cdc_sync
 from cdc_sync.errors import UnknownTableError
+from cdc_sync.sources.postgres import PostgresSnapshot
 from cdc_sync.urls import make_url
 from tests.airflow_schema import pg_execute, pg_recreate_database
 from tests.mirror_check import assert_mirrored, mirror_query
@@ -89,6 +91,52 @@ def test_source_restored_from_backup_is_reread_in_full(airflow3_source: str, duc
     again = cdc_sync.sync(source, destination, schema=SCHEMA)
     assert "reaches the watermark" not in _all_warnings(again)
     assert {t.table: t.rows_read for t in again.tables}["dag_run"] < 50
+
+
+def test_reset_probe_is_skipped_when_the_read_reaches_the_watermark(
+    airflow3_source: str, duckdb_destination: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe is a scan for a row at or past the watermark; rows just read that reach it answer it for free."""
+    source, destination = airflow3_source, duckdb_destination
+    assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
+    probed: list[str] = []
+    original = PostgresSnapshot.reaches
+
+    def recording(self, table, column, value):
+        probed.append(table.name)
+        return original(self, table, column, value)
+
+    monkeypatch.setattr(PostgresSnapshot, "reaches", recording)
+    pg_execute("UPDATE dag_run SET state = 'failed', updated_at = now() WHERE run_id = 'scheduled__4'",
+               make_url(source).database)
+    changed = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"])
+    assert {t.table: t.rows_written for t in changed.tables}["dag_run"] == 1
+    assert probed == ["task_instance"]  # dag_run's read reached the watermark; task_instance read nothing
+    probed.clear()
+    assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
+    assert sorted(probed) == ["dag_run", "task_instance"]
+
+
+def test_newest_rows_deleted_is_found_after_a_read_below_the_watermark(airflow3_source: str,
+                                                                         duckdb_destination: str) -> None:
+    """The read brings a row, but none reaching the watermark: the probe runs, finds the reset, and the table is
+    re-read in full, in place of what the incremental read had merged."""
+    source, destination = airflow3_source, duckdb_destination
+    name = make_url(source).database
+    assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run"]).ok
+    newest = "(SELECT max(updated_at) FROM dag_run)"
+    # A row changed just under the watermark (inside the lookback), and every row at it deleted.
+    pg_execute(f"UPDATE dag_run SET state = 'queued', updated_at = {newest} - interval '1 millisecond' "
+               f"WHERE run_id = 'scheduled__2'", name)
+    pg_execute("DELETE FROM task_instance WHERE (dag_id, run_id) IN (SELECT dag_id, run_id FROM dag_run "
+               f"WHERE updated_at = {newest})", name)
+    pg_execute(f"DELETE FROM dag_run WHERE updated_at = {newest}", name)
+    report = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run"])
+    assert report.ok, report.failed
+    assert "reaches the watermark" in _all_warnings(report)
+    with psycopg.connect(source) as connection:
+        assert report.tables[0].rows_read == connection.execute("SELECT count(*) FROM dag_run").fetchone()[0]
+    assert_mirrored(source, destination, SCHEMA, "dag_run", ["dag_id", "run_id"])
 
 
 EXOTIC_TABLE = """
