@@ -68,6 +68,8 @@ def pg_airflow3_template(name: str = "cdc_tpl_airflow3") -> str:
     return name
 
 
+# Task instances are written run by run, as the scheduler creates them, with time-ordered ids as Airflow 3's
+# uuid7 (48 bits of milliseconds, then random bits): a table's physical order and its ids follow time.
 FILL_AIRFLOW3_SQL = """
 INSERT INTO dag_bundle (name) VALUES ('dags-folder') ON CONFLICT DO NOTHING;
 INSERT INTO dag (dag_id, is_paused, is_stale, bundle_name, timetable_type, partition_mapper_info,
@@ -91,11 +93,13 @@ FROM generate_series(1, %(runs)s) AS r;
 INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, start_date, end_date, duration, state,
                            try_number, max_tries, hostname, unixname, pool, pool_slots, queue, priority_weight,
                            operator, executor_config, updated_at, next_kwargs, span_status)
-SELECT gen_random_uuid(), 'task_' || t, dr.dag_id, dr.run_id, -1, dr.start_date,
+SELECT (lpad(to_hex((extract(epoch FROM dr.start_date) * 1000)::bigint), 12, '0') || '7' || substr(h.digest, 1, 3)
+        || '8' || substr(h.digest, 4, 15))::uuid, 'task_' || t, dr.dag_id, dr.run_id, -1, dr.start_date,
        dr.start_date + t * interval '1.234567 second', t * 1.234567, 'success', 1, 0, 'worker-1', 'airflow',
        'default_pool', 1, 'default', 1, 'PythonOperator', '\\x80059503000000000000007d942e'::bytea,
        now() - interval '2 days' + dr.id * interval '1 second' + t * interval '1 millisecond', NULL, 'not_started'
-FROM dag_run dr, generate_series(1, %(tasks_per_run)s) AS t;
+FROM dag_run dr, generate_series(1, %(tasks_per_run)s) AS t, LATERAL (SELECT md5(dr.id || '-' || t) AS digest) AS h
+ORDER BY dr.id, t;
 INSERT INTO job (dag_id, state, job_type, start_date, end_date, latest_heartbeat, executor_class, hostname, unixname)
 SELECT 'dag_' || (mod(j, %(dags)s) + 1), 'success', 'LocalTaskJob',
        now() - interval '2 hour', now() - interval '1 hour',
