@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from cdc_sync import migrations, state
 from cdc_sync.config import build_config
+from cdc_sync.destinations.duckdb import DuckDBDestination
+from cdc_sync.errors import StateError
 from cdc_sync.plan import plan_table
 from cdc_sync.replicate import CursorPosition, next_position, start_position
 from cdc_sync.sources import Horizon
 from cdc_sync.state import Watermark
 from cdc_sync.types import Column, LogicalType, TableSchema
+from cdc_sync.urls import make_url
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = build_config(source="postgresql://h/a", destination="duckdb:///x.duckdb")
@@ -47,3 +54,20 @@ def test_append_ids_read_while_writers_were_open_are_confirmed_only_after_they_f
     assert still_open.where.after == 10  # the writer open at the last read may still commit an id below 20
     finished = start_position(LOG, previous, Horizon(T0 + timedelta(1), None, True), 0, False)
     assert finished.where.after == 20 and finished.pending is None
+
+
+def test_state_written_by_this_version_is_refused_by_an_older_one(tmp_path, monkeypatch) -> None:
+    """Watermarks now hold whole snapshots: a cdc_sync that knows only the earlier migrations stops with an
+    "upgrade" error instead of failing to parse them."""
+    destination = DuckDBDestination(make_url(f"duckdb:///{tmp_path / 'mirror.duckdb'}"))
+    try:
+        state.StateStore(destination, "airflow").migrate()
+        older = tmp_path / "older"
+        older.mkdir()
+        for path in sorted(migrations.migrations_directory().glob("*.toml"))[:-1]:
+            shutil.copy(path, older)
+        monkeypatch.setattr(state, "load_migrations", lambda: migrations.load_migrations(older))
+        with pytest.raises(StateError, match="newer cdc_sync"):
+            state.StateStore(destination, "airflow").migrate()
+    finally:
+        destination.close()
