@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from pyarrow._compute import CastOptions, MatchSubstringOptions, SliceOptions, call_function
+from pyarrow._compute import CastOptions, IndexOptions, MatchSubstringOptions, SliceOptions, call_function
 
 
 def call(name: str, *arguments: Any, options: Any = None) -> Any:
@@ -25,6 +25,11 @@ def cast(array: pa.Array, target: pa.DataType) -> pa.Array:
 def maximum(array: pa.Array) -> Any:
     """The largest non-null value as a Python object (None for no value)."""
     return call_function("max", [array]).as_py()
+
+
+def index_of(array: pa.Array, value: Any) -> int:
+    """Position of the first element equal to ``value`` (-1 if none)."""
+    return call_function("index", [array], IndexOptions(pa.scalar(value, array.type))).as_py()
 
 
 def starts_with(array: pa.Array, prefix: str) -> pa.Array:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import threading
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger("cdc_sync")
 TableCallback = Callable[[TableReport], None]
 # Rows staged per MERGE when a table is read in full into a non-empty mirror: bounds memory, amortises each MERGE.
 MERGE_CHUNK_ROWS = 250_000
+# Strategies that read by a cursor column, and so keep a watermark a source row must reach.
+CURSOR_STRATEGIES = ("incremental", "append")
 
 
 @dataclass
@@ -107,6 +110,24 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
         mark = max_seen if position.high_water_mark is None else max(max_seen, position.high_water_mark)
         return replace(position, high_water_mark=mark, pending=None, pending_read_at=None)
     return replace(position, pending=max_seen, pending_read_at=horizon.read_started_at)
+
+
+def mark_row_key(plan: TablePlan, previous: Watermark | None, tally: Tally, mark: Any) -> str | None:
+    """The merge key (a JSON array) of a source row whose cursor reaches ``mark``, the watermark being saved.
+
+    The row with the largest cursor read is one; when nothing was read, the mark is unchanged and so is its row.
+    None when unknown, or when the key holds values a JSON array cannot carry exactly (the reset check then scans).
+    """
+    if plan.strategy not in CURSOR_STRATEGIES or mark is None or set(plan.merge_key) & plan.hashed_columns:
+        return None  # (a hashed key column's value must not reach the warehouse, even in the state tables)
+    if tally.maximum is not None and tally.maximum_key is not None and tally.maximum >= mark:
+        values = list(tally.maximum_key)
+        if all(isinstance(value, str | int) and not isinstance(value, bool) for value in values):
+            return json.dumps(values)
+        return None
+    unchanged = previous is not None and previous.cursor_column == plan.cursor and previous.merge_key == ",".join(
+        plan.merge_key) and plan.parse_mark(previous.high_water_mark) == mark
+    return previous.mark_row_key if unchanged else None  # type: ignore[union-attr]
 
 
 class SourceCount:
@@ -175,7 +196,7 @@ class TableCycle:
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
         staging = dialect.staging_name(plan.name)
-        tally = Tally(plan.cursor)
+        tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
         batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns)
@@ -208,6 +229,7 @@ class TableCycle:
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
         position = next_position(plan, position, horizon, tally.maximum)
+        row_at_mark = mark_row_key(plan, previous, tally, position.high_water_mark)
         finished = utc_now()
         report.seconds = round(time.monotonic() - clock_started, 3)
         report.high_water_mark = _format_mark(position.high_water_mark)
@@ -229,6 +251,7 @@ class TableCycle:
             lag_seconds=round((finished - horizon.safe_until).total_seconds(), 3),
             last_error=None,
             row_version=None if horizon.row_version is None else str(horizon.row_version),
+            mark_row_key=row_at_mark,
         )
         self.state.save_watermark(watermark)
         self.state.record_run(self._run_record(plan, report, started, finished))

@@ -37,6 +37,8 @@ class Watermark:
     lag_seconds: float | None = None
     last_error: str | None = None
     row_version: str | None = None
+    # The merge key (JSON array) of a source row whose cursor reached high_water_mark: the reset check's first look.
+    mark_row_key: str | None = None
 
 
 WATERMARK_COLUMNS = tuple(field.name for field in fields(Watermark))

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from cdc_sync.arrow_kernels import cast, maximum
+from cdc_sync.arrow_kernels import cast, index_of, maximum
 
 
 def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> Iterator[pa.RecordBatch]:
@@ -27,20 +27,27 @@ def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> It
 
 
 class Tally:
-    """Counts rows and tracks the maximum of one column while batches stream past."""
+    """Counts rows and tracks the maximum of one column while batches stream past, with the ``key`` values of a
+    row holding it."""
 
-    def __init__(self, column: str | None) -> None:
+    def __init__(self, column: str | None, key: tuple[str, ...] = ()) -> None:
         self.column = column
+        self.key = key
         self.rows = 0
         self.maximum: object | None = None
+        self.maximum_key: tuple[object, ...] | None = None
 
     def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             self.rows += batch.num_rows
             if self.column is not None and batch.num_rows:
-                value = maximum(batch.column(self.column))
+                column = batch.column(self.column)
+                value = maximum(column)
                 if value is not None and (self.maximum is None or value > self.maximum):
                     self.maximum = value
+                    if self.key:
+                        row = index_of(column, value)
+                        self.maximum_key = tuple(batch.column(name)[row].as_py() for name in self.key)
             yield batch
 
 

@@ -96,25 +96,43 @@ def test_source_restored_from_backup_is_reread_in_full(airflow3_source: str, duc
 def test_reset_probe_is_skipped_when_the_read_reaches_the_watermark(
     airflow3_source: str, duckdb_destination: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The probe is a scan for a row at or past the watermark; rows just read that reach it answer it for free."""
+    """The probe looks for a row at or past the watermark: first the row that reached it when it was saved, by
+    key; a table scan only if that row is gone. Rows just read that reach it answer it for free."""
     source, destination = airflow3_source, duckdb_destination
     assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
-    probed: list[str] = []
-    original = PostgresSnapshot.reaches
+    looked_up: list[str] = []
+    scanned: list[str] = []
+    row_reaches, reaches = PostgresSnapshot.row_reaches, PostgresSnapshot.reaches
 
-    def recording(self, table, column, value):
-        probed.append(table.name)
-        return original(self, table, column, value)
+    def recording_lookup(self, table, *arguments):
+        found = row_reaches(self, table, *arguments)
+        looked_up.append(f"{table.name}:{found}")
+        return found
 
-    monkeypatch.setattr(PostgresSnapshot, "reaches", recording)
-    pg_execute("UPDATE dag_run SET state = 'failed', updated_at = now() WHERE run_id = 'scheduled__4'",
-               make_url(source).database)
+    def recording_scan(self, table, *arguments):
+        scanned.append(table.name)
+        return reaches(self, table, *arguments)
+
+    monkeypatch.setattr(PostgresSnapshot, "row_reaches", recording_lookup)
+    monkeypatch.setattr(PostgresSnapshot, "reaches", recording_scan)
+    name = make_url(source).database
+    pg_execute("UPDATE dag_run SET state = 'failed', updated_at = now() WHERE run_id = 'scheduled__4'", name)
     changed = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"])
     assert {t.table: t.rows_written for t in changed.tables}["dag_run"] == 1
-    assert probed == ["task_instance"]  # dag_run's read reached the watermark; task_instance read nothing
-    probed.clear()
+    # dag_run's read reached the watermark; task_instance read nothing, and its row at the mark is still there.
+    assert (looked_up, scanned) == (["task_instance:True"], [])
+    looked_up.clear()
     assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
-    assert sorted(probed) == ["dag_run", "task_instance"]
+    assert (sorted(looked_up), scanned) == (["dag_run:True", "task_instance:True"], [])
+    looked_up.clear()
+    # The row at dag_run's mark deleted: the lookup misses, the scan finds no other row at the mark (all are
+    # older), and the table is re-read in full.
+    pg_execute("DELETE FROM task_instance WHERE run_id = 'scheduled__4'", name)
+    pg_execute("DELETE FROM dag_run WHERE run_id = 'scheduled__4'", name)
+    after_delete = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run"])
+    assert (looked_up, scanned) == (["dag_run:False"], ["dag_run"])
+    assert "reaches the watermark" in _all_warnings(after_delete)
+    assert_mirrored(source, destination, SCHEMA, "dag_run", ["dag_id", "run_id"])
 
 
 def test_newest_rows_deleted_is_found_after_a_read_below_the_watermark(airflow3_source: str,

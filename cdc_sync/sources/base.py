@@ -107,6 +107,13 @@ class SourceSnapshot(ABC):
     def count_rows(self, table: TableSchema) -> int:
         """The table's row count in this snapshot."""
 
+    def row_reaches(self, table: TableSchema, key: tuple[str, ...], values: tuple[Any, ...], column: str,
+                    value: Any) -> bool:
+        """Whether the row with these ``key`` values exists with ``column`` at or after ``value``: the cheap first
+        look of the source-reset check. Engines without such a lookup answer False, and the caller asks
+        :meth:`reaches` instead."""
+        return False
+
     def reads_only_rewritten_rows(self, where: RowFilter | None) -> bool:
         """Whether ``read_rows(…, where)`` returns only rows written since the previous read's snapshot began.
 

@@ -175,6 +175,14 @@ class PostgresSnapshot(SourceSnapshot):
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
 
+    def row_reaches(self, table: TableSchema, key: tuple[str, ...], values: tuple[Any, ...], column: str,
+                    value: Any) -> bool:
+        # Text parameters go as "unknown", so PostgreSQL types them from the key column (uuid, varchar, …) and
+        # uses the key's unique index.
+        match = " AND ".join(f"{quote(name)} = %s" for name in key)
+        sql = f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {match} AND {quote(column)} >= %s)"
+        return bool(self._connection.execute(sql, (*values, value)).fetchone()[0])
+
     def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
         sql = f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {quote(column)} >= %s)"
         return bool(self._connection.execute(sql, (value,)).fetchone()[0])
