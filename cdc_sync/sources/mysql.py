@@ -209,8 +209,18 @@ class MySQLSnapshot(SourceSnapshot):
             return int(cursor.fetchone()[0])
 
     def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
+        return self._exists(table, (), column, (_bind(value),))
+
+    def row_reaches(self, table: TableSchema, key: tuple[str, ...], values: tuple[Any, ...], column: str,
+                    value: Any) -> bool:
+        return self._exists(table, key, column, (*values, _bind(value)))
+
+    def _exists(self, table: TableSchema, key: tuple[str, ...], column: str, params: tuple[Any, ...]) -> bool:
+        """Whether a row has its ``key`` columns equal to the first parameters and ``column`` at or after the last."""
+        conditions = [f"{quote(name)} = %s" for name in key] + [f"{quote(column)} >= %s"]
         with self._connection.cursor() as cursor:
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {quote(column)} >= %s)", (value,))
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {' AND '.join(conditions)})",
+                           params)
             return bool(cursor.fetchone()[0])
 
 
