@@ -24,7 +24,7 @@ from typing import Any
 from cdc_sync import catalog
 from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import mirror_columns
-from cdc_sync.plan import TablePlan
+from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan
 from cdc_sync.sources import SeenRowVersions, SourceSnapshot
 from cdc_sync.state import Watermark
 
@@ -72,7 +72,7 @@ def cursor_reset_check_needed(plan: TablePlan, previous: Watermark | None) -> bo
     """Whether :func:`source_was_reset` has to ask the source, for a cursor table with a watermark."""
     return (
         previous is not None and previous.high_water_mark is not None and previous.strategy == plan.strategy
-        and plan.strategy in ("incremental", "append") and bool(plan.cursor) and plan.cursor == previous.cursor_column
+        and plan.strategy in CURSOR_STRATEGIES and bool(plan.cursor) and plan.cursor == previous.cursor_column
     )
 
 
@@ -83,7 +83,8 @@ def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Waterm
     When the watermark was saved, some source row reached it (a timestamp watermark never passes the newest row
     read; an id watermark is the newest id). If no row reaches it now, the source went back in time.
     ``newest_read`` is the largest cursor value the cycle has just read in this snapshot: when it reaches the
-    watermark, the source is not asked (in a cycle with changes, the usual case, that probe is a table scan)."""
+    watermark (a cycle with changes, the usual case), the source is not asked at all. Otherwise the row saved as
+    reaching the mark is looked up by key, and only if it is gone is the table scanned for any such row."""
     if previous is None or previous.high_water_mark is None or previous.strategy != plan.strategy:
         return False
     if plan.strategy == "row_version":

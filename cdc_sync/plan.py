@@ -17,6 +17,8 @@ from cdc_sync.types import LogicalType, TableSchema
 log = logging.getLogger(__name__)
 
 Strategy = Literal["incremental", "append", "row_version", "full"]
+# Strategies that read by a cursor column, and so keep a watermark that some source row must reach.
+CURSOR_STRATEGIES: tuple[Strategy, ...] = ("incremental", "append")
 TIMESTAMP_TYPES = {LogicalType.TIMESTAMP_TZ, LogicalType.TIMESTAMP}
 
 

@@ -32,7 +32,7 @@ from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mi
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import run_in_lanes
-from cdc_sync.plan import TablePlan, plan_table, select_tables, validate_column_options
+from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.sources import (
     CursorFilter,
@@ -51,8 +51,6 @@ log = logging.getLogger("cdc_sync")
 TableCallback = Callable[[TableReport], None]
 # Rows staged per MERGE when a table is read in full into a non-empty mirror: bounds memory, amortises each MERGE.
 MERGE_CHUNK_ROWS = 250_000
-# Strategies that read by a cursor column, and so keep a watermark a source row must reach.
-CURSOR_STRATEGIES = ("incremental", "append")
 
 
 @dataclass
