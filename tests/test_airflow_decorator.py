@@ -288,6 +288,46 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Path, metadata_url: str,
+                              timeout: float, grace: float = 30) -> tuple[int | None, str]:
+    """Run ``airflow dags test`` until the seed DAG's run has ended; returns its exit code and output.
+
+    Airflow 3's ``dags test --use-executor`` at times keeps running after its run has succeeded (seen once in
+    several runs, with its LocalExecutor workers left as zombies). Once the run's state is final and the command
+    has had ``grace`` seconds to exit, it is stopped, and the exit code is None: the assertions that follow
+    check what the run did, not how the command ended."""
+    output_path = home / "dags-test.out"
+    with output_path.open("w") as output_file:
+        process = subprocess.Popen(command, env=env, stdout=output_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        deadline = time.monotonic() + timeout
+        ended_at: float | None = None
+        try:
+            while process.poll() is None:
+                now = time.monotonic()
+                if now > deadline:
+                    raise TimeoutError(f"{' '.join(command[1:])} did not finish within {timeout}s")
+                if ended_at is None and _seed_run_state(metadata_url) in ("success", "failed"):
+                    ended_at = now
+                if ended_at is not None and now - ended_at > grace:
+                    break
+                time.sleep(1)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+                process.wait(timeout=10)
+                returncode = None
+            else:
+                returncode = process.returncode
+    return returncode, output_path.read_text(errors="replace")
+
+
+def _seed_run_state(metadata_url: str) -> str | None:
+    with psycopg.connect(metadata_url) as metadata:
+        row = metadata.execute("SELECT state FROM dag_run WHERE dag_id = %s", (SEED_DAG_ID,)).fetchone()
+    return None if row is None else row[0]
+
+
 def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -368,8 +408,10 @@ def test_seed_dag_under_airflow3_task_isolation(run_databases, airflow3_template
                               env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=180)
-        result = subprocess.run([str(AIRFLOW3_BIN), "dags", "test", "--use-executor", SEED_DAG_ID], env=env,
-                                capture_output=True, text=True, timeout=300)
+        returncode, output = _dags_test_until_run_ends(
+            [str(AIRFLOW3_BIN), "dags", "test", "--use-executor", SEED_DAG_ID], env, tmp_path,
+            PG_URL.format(database=names["metadata"]), timeout=300,
+        )
     finally:
         os.killpg(server.pid, 15)
         try:
@@ -378,8 +420,7 @@ def test_seed_dag_under_airflow3_task_isolation(run_databases, airflow3_template
             os.killpg(server.pid, 9)
             server.wait(timeout=5)
         server_log.close()
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    assert returncode in (0, None), output[-4000:]
     logs = _all_logs(tmp_path, output)
     assert list((tmp_path / "logs").rglob("*.log")), "the task wrote no log file"
     # The task really ran isolated: in a supervised process, under the task runner.

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,6 +100,10 @@ class SnowflakeDialect(LeaseLockDialect):
         return keys + staging[len(rows):] if staging.startswith(rows) else None
 
     # ---- session -------------------------------------------------------------------------------------------
+    def transaction(self, verb: Literal["BEGIN", "COMMIT", "ROLLBACK"]) -> Statement:
+        """Transaction control, sent as statements: the connector runs in autocommit (see the module docstring)."""
+        return Statement(verb)
+
     def use_schema(self, schema: str) -> Statement:
         return Statement(f"USE SCHEMA {self.quote_schema(schema)}")
 
@@ -329,19 +333,19 @@ class SnowflakeDestination(Destination):
     # ---- transactions ----------------------------------------------------------------------------------------
     def _ensure_transaction(self) -> None:
         if self._want_transaction and not self._in_transaction:
-            self._run(Statement("BEGIN"))
+            self._run(self.dialect.transaction("BEGIN"))
             self._in_transaction = True
 
     def begin(self) -> None:
         self._want_transaction = True
 
-    def _finish(self, verb: str) -> None:
+    def _finish(self, verb: Literal["COMMIT", "ROLLBACK"]) -> None:
         try:
             if self._in_transaction:
                 if verb == "COMMIT" and self._lease:
                     schema, holder = self._lease
                     self._run(self.dialect.renew_lease(schema, self._lock_name(schema), holder, self._expiry()))
-                self._run(Statement(verb))
+                self._run(self.dialect.transaction(verb))
         finally:
             self._want_transaction = self._in_transaction = False
             deferred, self._deferred = self._deferred, []
@@ -408,13 +412,13 @@ class SnowflakeDestination(Destination):
         self._run(self.dialect.create_lock_table(schema))
         holder = uuid.uuid4().hex
         now = datetime.now(UTC)
-        self._run(Statement("BEGIN"))
+        self._run(self.dialect.transaction("BEGIN"))
         try:
             self._run(self.dialect.acquire_lease(schema, self._lock_name(schema), holder, now, self._expiry()))
             rows = self.query(self.dialect.lease_holder(schema, self._lock_name(schema)))
-            self._run(Statement("COMMIT"))
+            self._run(self.dialect.transaction("COMMIT"))
         except BaseException:
-            self._run(Statement("ROLLBACK"))
+            self._run(self.dialect.transaction("ROLLBACK"))
             raise
         acquired = bool(rows) and rows[0][0] == holder
         if acquired:
