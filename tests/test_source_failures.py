@@ -11,6 +11,7 @@ from cdc_sync.sources.postgres import PostgresSnapshot
 from cdc_sync.urls import make_url
 from tests.airflow_schema import pg_execute, pg_recreate_database
 from tests.mirror_check import assert_mirrored, mirror_query
+from tests.reset_probes import record_reset_probes
 
 SCHEMA = "airflow"
 TI_KEY = ["dag_id", "task_id", "run_id", "map_index"]
@@ -100,37 +101,23 @@ def test_reset_probe_is_skipped_when_the_read_reaches_the_watermark(
     key; a table scan only if that row is gone. Rows just read that reach it answer it for free."""
     source, destination = airflow3_source, duckdb_destination
     assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
-    looked_up: list[str] = []
-    scanned: list[str] = []
-    row_reaches, reaches = PostgresSnapshot.row_reaches, PostgresSnapshot.reaches
-
-    def recording_lookup(self, table, *arguments):
-        found = row_reaches(self, table, *arguments)
-        looked_up.append(f"{table.name}:{found}")
-        return found
-
-    def recording_scan(self, table, *arguments):
-        scanned.append(table.name)
-        return reaches(self, table, *arguments)
-
-    monkeypatch.setattr(PostgresSnapshot, "row_reaches", recording_lookup)
-    monkeypatch.setattr(PostgresSnapshot, "reaches", recording_scan)
+    probes = record_reset_probes(monkeypatch, PostgresSnapshot)
     name = make_url(source).database
     pg_execute("UPDATE dag_run SET state = 'failed', updated_at = now() WHERE run_id = 'scheduled__4'", name)
     changed = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"])
     assert {t.table: t.rows_written for t in changed.tables}["dag_run"] == 1
     # dag_run's read reached the watermark; task_instance read nothing, and its row at the mark is still there.
-    assert (looked_up, scanned) == (["task_instance:True"], [])
-    looked_up.clear()
+    assert (probes.looked_up, probes.scanned) == (["task_instance:True"], [])
+    probes.clear()
     assert cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run", "task_instance"]).ok
-    assert (sorted(looked_up), scanned) == (["dag_run:True", "task_instance:True"], [])
-    looked_up.clear()
+    assert (sorted(probes.looked_up), probes.scanned) == (["dag_run:True", "task_instance:True"], [])
+    probes.clear()
     # The row at dag_run's mark deleted: the lookup misses, the scan finds no other row at the mark (all are
     # older), and the table is re-read in full.
     pg_execute("DELETE FROM task_instance WHERE run_id = 'scheduled__4'", name)
     pg_execute("DELETE FROM dag_run WHERE run_id = 'scheduled__4'", name)
     after_delete = cdc_sync.sync(source, destination, schema=SCHEMA, tables=["dag_run"])
-    assert (looked_up, scanned) == (["dag_run:False"], ["dag_run"])
+    assert (probes.looked_up, probes.scanned) == (["dag_run:False"], ["dag_run"])
     assert "reaches the watermark" in _all_warnings(after_delete)
     assert_mirrored(source, destination, SCHEMA, "dag_run", ["dag_id", "run_id"])
 

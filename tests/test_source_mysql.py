@@ -12,11 +12,12 @@ import pytest
 import cdc_sync
 from cdc_sync.errors import SourceError
 from cdc_sync.sources import open_source
-from cdc_sync.sources.mysql import MySQLSource
+from cdc_sync.sources.mysql import MySQLSnapshot, MySQLSource
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import make_url
 from tests.airflow_schema import fill_airflow3_mysql, mysql_connect, mysql_execute
 from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, normalize
+from tests.reset_probes import record_reset_probes
 
 SCHEMA = "airflow"
 KEYS = AIRFLOW_KEYS
@@ -261,35 +262,19 @@ def test_reset_check_looks_the_row_at_the_watermark_up_by_key(mysql_airflow3_sou
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle that reads nothing new checks the source still reaches each watermark with a keyed lookup of the
     row that reached it, not a table scan; a gone row falls back to the scan."""
-    from cdc_sync.sources.mysql import MySQLSnapshot
-
     source, destination = mysql_airflow3_source, duckdb_destination
     assert sync(source, destination).ok
-    looked_up: list[str] = []
-    scanned: list[str] = []
-    row_reaches, reaches = MySQLSnapshot.row_reaches, MySQLSnapshot.reaches
-
-    def recording_lookup(self, table, *arguments):
-        found = row_reaches(self, table, *arguments)
-        looked_up.append(f"{table.name}:{found}")
-        return found
-
-    def recording_scan(self, table, *arguments):
-        scanned.append(table.name)
-        return reaches(self, table, *arguments)
-
-    monkeypatch.setattr(MySQLSnapshot, "row_reaches", recording_lookup)
-    monkeypatch.setattr(MySQLSnapshot, "reaches", recording_scan)
+    probes = record_reset_probes(monkeypatch, MySQLSnapshot)
     again = sync(source, destination)
     assert again.ok and all(t.rows_written == 0 for t in again.tables)
     # log reads by id, so a cycle without new rows reads none and asks. (Timestamp tables re-read the lookback
     # overlap, whose rows may reach the mark themselves: then nothing is asked.)
-    assert "log:True" in looked_up and scanned == [], (looked_up, scanned)
-    assert all(entry.endswith(":True") for entry in looked_up), looked_up
+    assert "log:True" in probes.looked_up and probes.scanned == [], probes
+    assert all(entry.endswith(":True") for entry in probes.looked_up), probes
     with mysql_connect(database_of(source)) as connection, connection.cursor() as cursor:
         cursor.execute("DELETE FROM log ORDER BY id DESC LIMIT 1")  # the row at log's id watermark
         connection.commit()
-    looked_up.clear()
+    probes.clear()
     after = sync(source, destination)
     assert after.ok
-    assert "log:False" in looked_up and "log" in scanned
+    assert "log:False" in probes.looked_up and "log" in probes.scanned
