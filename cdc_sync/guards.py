@@ -96,7 +96,7 @@ def source_was_reset(snapshot: SourceSnapshot, plan: TablePlan, previous: Waterm
     mark = plan.parse_mark(previous.high_water_mark)
     if newest_read is not None and newest_read >= mark:
         return False
-    if previous.mark_row_key and previous.merge_key == ",".join(plan.merge_key):
+    if previous.mark_row_key and previous.merge_key == plan.merge_key_text:
         # The row that reached the mark when it was saved, looked up by key: an index probe, not a table scan.
         values = tuple(json.loads(previous.mark_row_key))
         if len(values) == len(plan.merge_key) and snapshot.row_reaches(plan.table, plan.merge_key, values,

@@ -54,6 +54,11 @@ class TablePlan:
         return self.cursor is not None and self.table.column(self.cursor).logical_type in TIMESTAMP_TYPES
 
     @property
+    def merge_key_text(self) -> str | None:
+        """The merge key as the watermark stores it (comma-separated), None for a keyless table."""
+        return ",".join(self.merge_key) or None
+
+    @property
     def cursor_is_naive(self) -> bool:
         """A timestamp cursor without time zone: its values are naive UTC."""
         return self.cursor is not None and self.table.column(self.cursor).logical_type is LogicalType.TIMESTAMP

@@ -123,8 +123,8 @@ def mark_row_key(plan: TablePlan, previous: Watermark | None, tally: Tally, mark
         if all(isinstance(value, str | int) and not isinstance(value, bool) for value in values):
             return json.dumps(values)
         return None
-    unchanged = previous is not None and previous.cursor_column == plan.cursor and previous.merge_key == ",".join(
-        plan.merge_key) and plan.parse_mark(previous.high_water_mark) == mark
+    unchanged = (previous is not None and previous.cursor_column == plan.cursor
+                 and previous.merge_key == plan.merge_key_text and plan.parse_mark(previous.high_water_mark) == mark)
     return previous.mark_row_key if unchanged else None  # type: ignore[union-attr]
 
 
@@ -186,7 +186,7 @@ class TableCycle:
         destination, dialect, schema = self.destination, self.dialect, self.schema
         started = utc_now()
         horizon = snapshot.horizon
-        key_changed = previous is not None and previous.merge_key not in (None, ",".join(plan.merge_key))
+        key_changed = previous is not None and previous.merge_key not in (None, plan.merge_key_text)
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
         position = start_position(plan, previous, horizon, self.config.lookback_seconds, full)
@@ -238,7 +238,7 @@ class TableCycle:
             high_water_mark=report.high_water_mark,
             pending_high_water_mark=_format_mark(position.pending),
             pending_read_at=position.pending_read_at,
-            merge_key=",".join(plan.merge_key) or None,
+            merge_key=plan.merge_key_text,
             delete_mode=plan.delete_mode,
             last_attempt_at=started,
             last_success_at=finished,
@@ -341,7 +341,7 @@ class TableCycle:
                        started: datetime) -> None:
         finished = utc_now()
         watermark = previous or Watermark(table_name=plan.name, strategy=plan.strategy, cursor_column=plan.cursor,
-                                          merge_key=",".join(plan.merge_key) or None, delete_mode=plan.delete_mode)
+                                          merge_key=plan.merge_key_text, delete_mode=plan.delete_mode)
         watermark = replace(watermark, last_attempt_at=started, last_error=report.error)
         try:
             self.state.record_failure(watermark, self._run_record(plan, report, started, finished))
@@ -371,7 +371,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
     dialect_for(config.destination_url).validate_schema_name(config.schema)
     report = CycleReport(cycle_id=uuid.uuid4().hex, schema=config.schema, started_at=utc_now())
     with open_source(config.source_url) as source:
-        tables, warnings = select_tables(config, source.list_tables())
+        available = source.list_tables()
+        tables, warnings = select_tables(config, available)
         report.warnings.extend(warnings)
         for warning in warnings:
             log.warning(warning)
@@ -404,7 +405,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
                 watermarks = state.watermarks()
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
-                                                               set(source.list_tables())))
+                                                               set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)

@@ -24,7 +24,6 @@ class Destination(ABC):
     def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(options or {})
-        self.concurrent_tables = False
 
     @abstractmethod
     def execute(self, statement: Statement) -> int:
@@ -35,8 +34,9 @@ class Destination(ABC):
         """Run one statement and return all its rows (only for small results: state, counts, metadata)."""
 
     def share_with_concurrent_tables(self) -> None:
-        """Called before this connection syncs tables while other connections sync others of the same schema."""
-        self.concurrent_tables = True
+        """Called before this connection syncs tables while other connections sync others of the same schema
+        (a hook: most warehouses need nothing)."""
+        return None
 
     @abstractmethod
     def begin(self) -> None: ...

@@ -311,9 +311,13 @@ class LeaseLockDialect(Dialect):
         )
 
     def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
+        return self._delete_lease(schema, lock, "holder", "=", holder)
+
+    def _delete_lease(self, schema: str, lock: str, column: str, operator: str, value: Any) -> Statement:
+        """``DELETE`` the lease row of ``lock`` whose ``column`` compares to ``value`` (``operator`` is ours)."""
         p = self.placeholder
         return Statement(
             f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
-            f"AND {self.quote('holder')} = {p}",
-            (lock, holder),
+            f"AND {self.quote(column)} {operator} {p}",
+            (lock, value),
         )

@@ -97,7 +97,6 @@ class DuckDBDestination(Destination):
     def share_with_concurrent_tables(self) -> None:
         # The buffer pool is the database instance's, shared by every connection: while other connections MERGE,
         # no load may shrink it under them.
-        super().share_with_concurrent_tables()
         self._set_memory_limit(JOIN_MEMORY_LIMIT)
         self._memory_limit_pinned = True
 

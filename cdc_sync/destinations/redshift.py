@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cdc_sync.arrow_kernels import call, maximum
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
@@ -167,12 +167,7 @@ class RedshiftDialect(LeaseLockDialect):
         return Statement(f"LOCK {self.table(schema, LOCKS)}")
 
     def expire_leases(self, schema: str, lock: str, now: datetime) -> Statement:
-        p = self.placeholder
-        return Statement(
-            f"DELETE FROM {self.table(schema, LOCKS)} WHERE {self.quote('lock_name')} = {p} "
-            f"AND {self.quote('expires_at')} < {p}",
-            (lock, now),
-        )
+        return self._delete_lease(schema, lock, "expires_at", "<", now)
 
 
 # ---- values --------------------------------------------------------------------------------------------------
@@ -192,8 +187,7 @@ def fit_batch(batch: pa.RecordBatch, columns: Sequence[ColumnSpec]) -> pa.Record
     for index, column in enumerate(columns):
         if column.logical_type is not LogicalType.TEXT:
             continue
-        lengths = pc.binary_length(arrays[index])
-        if (pc.max(lengths).as_py() or 0) <= VARCHAR_MAX_BYTES:
+        if (maximum(call("binary_length", arrays[index])) or 0) <= VARCHAR_MAX_BYTES:
             continue
         arrays[index] = pa.array([None if v is None else fit_text(v) for v in arrays[index].to_pylist()], pa.string())
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +12,13 @@ from typing import Any
 import pyarrow as pa
 
 from cdc_sync.types import TableSchema
+
+
+def reach_probe_sql(quote: Callable[[str], str], table: str, key: tuple[str, ...], column: str) -> str:
+    """``SELECT EXISTS`` of a row whose ``key`` columns equal the first ``%s`` parameters and whose ``column`` is at
+    or after the last one: the source-reset check's probe, by key (an index lookup) or, with no key, a scan."""
+    conditions = [f"{quote(name)} = %s" for name in key] + [f"{quote(column)} >= %s"]
+    return f"SELECT EXISTS (SELECT 1 FROM {quote(table)} WHERE {' AND '.join(conditions)})"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import URL, redact
@@ -216,11 +216,8 @@ class MySQLSnapshot(SourceSnapshot):
         return self._exists(table, key, column, (*values, _bind(value)))
 
     def _exists(self, table: TableSchema, key: tuple[str, ...], column: str, params: tuple[Any, ...]) -> bool:
-        """Whether a row has its ``key`` columns equal to the first parameters and ``column`` at or after the last."""
-        conditions = [f"{quote(name)} = %s" for name in key] + [f"{quote(column)} >= %s"]
         with self._connection.cursor() as cursor:
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {' AND '.join(conditions)})",
-                           params)
+            cursor.execute(reach_probe_sql(quote, table.name, key, column), params)
             return bool(cursor.fetchone()[0])
 
 

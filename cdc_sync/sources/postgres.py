@@ -21,6 +21,7 @@ from cdc_sync.sources.base import (
     SeenRowVersions,
     Source,
     SourceSnapshot,
+    reach_probe_sql,
 )
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
@@ -179,13 +180,11 @@ class PostgresSnapshot(SourceSnapshot):
                     value: Any) -> bool:
         # Text parameters go as "unknown", so PostgreSQL types them from the key column (uuid, varchar, …) and
         # uses the key's unique index.
-        match = " AND ".join(f"{quote(name)} = %s" for name in key)
-        sql = f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {match} AND {quote(column)} >= %s)"
+        sql = reach_probe_sql(quote, table.name, key, column)
         return bool(self._connection.execute(sql, (*values, value)).fetchone()[0])
 
     def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
-        sql = f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {quote(column)} >= %s)"
-        return bool(self._connection.execute(sql, (value,)).fetchone()[0])
+        return bool(self._connection.execute(reach_probe_sql(quote, table.name, (), column), (value,)).fetchone()[0])
 
 
 class PostgresSource(Source):

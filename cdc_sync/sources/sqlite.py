@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from cdc_sync.arrow_kernels import call, cast
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
@@ -94,7 +94,7 @@ def time_array(values: list[Any], column: Column) -> pa.Array:
     aware = column.logical_type is LogicalType.TIMESTAMP_TZ
     target = ARROW_TYPES[column.logical_type]
     try:
-        return pa.array(values, pa.string()).cast(pa.timestamp("us")).cast(target)
+        return cast(cast(pa.array(values, pa.string()), pa.timestamp("us")), target)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array([_parse_instant(value, aware) for value in values], target)
 
@@ -105,9 +105,9 @@ def column_array(values: list[Any], column: Column) -> pa.Array:
     if kind in (LogicalType.TIMESTAMP_TZ, LogicalType.TIMESTAMP):
         return time_array(values, column)
     if kind is LogicalType.BOOLEAN:
-        return pc.not_equal(pa.array(values, pa.int64()), 0)
+        return call("not_equal", pa.array(values, pa.int64()), pa.scalar(0, pa.int64()))
     if kind is LogicalType.DATE:
-        return pa.array(values, pa.string()).cast(pa.date32())
+        return cast(pa.array(values, pa.string()), pa.date32())
     target = ARROW_TYPES[kind]
     try:
         return pa.array(values, target)
@@ -156,7 +156,8 @@ class SQLiteSnapshot(SourceSnapshot):
             for batch in self._batches(sql, (sqlite_time_text(where.after),), table.columns):
                 # The exact "strictly after" on the parsed instants (the SQL filter reached back further).
                 cursor_type = batch.schema.field(where.column).type
-                kept = batch.filter(pc.greater(batch.column(where.column), pa.scalar(where.after, cursor_type)))
+                later = call("greater", batch.column(where.column), pa.scalar(where.after, cursor_type))
+                kept = call("filter", batch, later)
                 if kept.num_rows:
                     yield kept
             return
