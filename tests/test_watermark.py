@@ -12,7 +12,7 @@ from cdc_sync.config import build_config
 from cdc_sync.destinations.duckdb import DuckDBDestination
 from cdc_sync.errors import StateError
 from cdc_sync.plan import plan_table
-from cdc_sync.replicate import CursorPosition, next_position, start_position
+from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import Horizon
 from cdc_sync.state import Watermark
 from cdc_sync.types import Column, LogicalType, TableSchema

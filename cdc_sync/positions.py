@@ -1,0 +1,93 @@
+"""Where a table's next read starts and how far its watermark may advance (DESIGN §2).
+
+A watermark never passes a row that may still commit: timestamp marks stop at the oldest open writer, append-only
+ids are confirmed only once every writer that could still commit a smaller id has finished, and row-version reads
+take every row the last read's snapshot could not see.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan
+from cdc_sync.sources import CursorFilter, Horizon, RowVersionFilter, SeenRowVersions
+from cdc_sync.state import Watermark
+from cdc_sync.transform import Tally
+
+
+@dataclass
+class CursorPosition:
+    """Where the next read of a table starts, and what to remember after it."""
+
+    where: CursorFilter | RowVersionFilter | None
+    high_water_mark: Any
+    pending: Any
+    pending_read_at: datetime | None
+
+
+def format_mark(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon, lookback: float,
+                   full: bool) -> CursorPosition:
+    if full or previous is None or plan.strategy == "full":
+        return CursorPosition(None, None, None, None)
+    if plan.strategy == "row_version":
+        since = previous.high_water_mark
+        return CursorPosition(RowVersionFilter(SeenRowVersions.parse(since)) if since else None, since, None, None)
+    mark = plan.parse_mark(previous.high_water_mark)
+    pending = plan.parse_mark(previous.pending_high_water_mark)
+    pending_at = previous.pending_read_at
+    # Ids up to `pending` were read while writers were open; once every writer open then has finished,
+    # no smaller id can still appear, and the pending mark is confirmed.
+    writers_then_finished = horizon.sees_open_writes and (
+        horizon.oldest_open_write_at is None or (pending_at is not None and horizon.oldest_open_write_at > pending_at)
+    )
+    if plan.strategy == "append" and pending is not None and writers_then_finished:
+        mark, pending, pending_at = pending, None, None
+    if mark is None:
+        return CursorPosition(None, None, pending, pending_at)
+    after = mark - timedelta(seconds=lookback) if plan.cursor_is_timestamp else mark
+    since = SeenRowVersions.parse(previous.row_version) if previous.row_version else None
+    return CursorPosition(CursorFilter(plan.cursor, after, since), mark, pending, pending_at)  # type: ignore[arg-type]
+
+
+def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, max_seen: Any) -> CursorPosition:
+    """Advance the watermark no further than what can no longer change (see DESIGN §2)."""
+    if plan.strategy == "row_version":
+        # Every change by a transaction older than the snapshot's xmin was visible to this read.
+        return replace(position, high_water_mark=horizon.row_version)
+    if plan.strategy == "full" or max_seen is None:
+        return position
+    if plan.cursor_is_timestamp:
+        # A row stamped before the oldest open writer started may still commit: stop there.
+        safe = plan.source_time(horizon.safe_until)
+        return replace(position, high_water_mark=min(max_seen, safe))
+    if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
+        mark = max_seen if position.high_water_mark is None else max(max_seen, position.high_water_mark)
+        return replace(position, high_water_mark=mark, pending=None, pending_read_at=None)
+    return replace(position, pending=max_seen, pending_read_at=horizon.read_started_at)
+
+
+def mark_row_key(plan: TablePlan, previous: Watermark | None, tally: Tally, mark: Any) -> str | None:
+    """The merge key (a JSON array) of a source row whose cursor reaches ``mark``, the watermark being saved.
+
+    The row with the largest cursor read is one; when nothing was read, the mark is unchanged and so is its row.
+    None when unknown, or when the key holds values a JSON array cannot carry exactly (the reset check then scans).
+    """
+    if plan.strategy not in CURSOR_STRATEGIES or mark is None or set(plan.merge_key) & plan.hashed_columns:
+        return None  # (a hashed key column's value must not reach the warehouse, even in the state tables)
+    if tally.maximum is not None and tally.maximum_key is not None and tally.maximum >= mark:
+        values = list(tally.maximum_key)
+        if all(isinstance(value, str | int) and not isinstance(value, bool) for value in values):
+            return json.dumps(values)
+        return None
+    unchanged = (previous is not None and previous.cursor_column == plan.cursor
+                 and previous.merge_key == plan.merge_key_text and plan.parse_mark(previous.high_water_mark) == mark)
+    return previous.mark_row_key if unchanged else None  # type: ignore[union-attr]
