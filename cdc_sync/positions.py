@@ -34,23 +34,17 @@ def format_mark(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def start_position(plan: TablePlan, previous: Watermark | None, horizon: Horizon, lookback: float,
-                   full: bool) -> CursorPosition:
+def start_position(plan: TablePlan, previous: Watermark | None, lookback: float, full: bool) -> CursorPosition:
     if full or previous is None or plan.strategy == "full":
         return CursorPosition(None, None, None, None)
     if plan.strategy == "row_version":
         since = previous.high_water_mark
         return CursorPosition(RowVersionFilter(SeenRowVersions.parse(since)) if since else None, since, None, None)
+    # Reads always start at the confirmed mark: an id below a pending mark may commit after the read that set it
+    # (its writer was open then), so the read that confirms the pending mark must still take it.
     mark = plan.parse_mark(previous.high_water_mark)
     pending = plan.parse_mark(previous.pending_high_water_mark)
     pending_at = previous.pending_read_at
-    # Ids up to `pending` were read while writers were open; once every writer open then has finished,
-    # no smaller id can still appear, and the pending mark is confirmed.
-    writers_then_finished = horizon.sees_open_writes and (
-        horizon.oldest_open_write_at is None or (pending_at is not None and horizon.oldest_open_write_at > pending_at)
-    )
-    if plan.strategy == "append" and pending is not None and writers_then_finished:
-        mark, pending, pending_at = pending, None, None
     if mark is None:
         return CursorPosition(None, None, pending, pending_at)
     after = mark - timedelta(seconds=lookback) if plan.cursor_is_timestamp else mark
@@ -69,10 +63,24 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
         # A row stamped before the oldest open writer started may still commit: stop there.
         safe = plan.source_time(horizon.safe_until)
         return replace(position, high_water_mark=min(max_seen, safe))
+    mark = position.high_water_mark
+    read_up_to = max_seen if mark is None else max(max_seen, mark)
     if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
-        mark = max_seen if position.high_water_mark is None else max(max_seen, position.high_water_mark)
-        return replace(position, high_water_mark=mark, pending=None, pending_read_at=None)
-    return replace(position, pending=max_seen, pending_read_at=horizon.read_started_at)
+        # No writer was open at this read: an id it did not see will never commit.
+        return replace(position, high_water_mark=read_up_to, pending=None, pending_read_at=None)
+    if position.pending is not None and _writers_finished_since(horizon, position.pending_read_at):
+        # The last read's writers had all finished when this read began, and this read took every id above the
+        # mark: whatever they committed below the last read's maximum has been read now. Writers that began after
+        # the last read can only hold larger ids.
+        mark = position.pending if mark is None else max(mark, position.pending)
+    return replace(position, high_water_mark=mark, pending=read_up_to, pending_read_at=horizon.read_started_at)
+
+
+def _writers_finished_since(horizon: Horizon, moment: datetime | None) -> bool:
+    """Whether every write transaction open at ``moment`` had ended when this read began."""
+    return horizon.sees_open_writes and (
+        horizon.oldest_open_write_at is None or (moment is not None and horizon.oldest_open_write_at > moment)
+    )
 
 
 def mark_row_key(plan: TablePlan, previous: Watermark | None, tally: Tally, mark: Any) -> str | None:

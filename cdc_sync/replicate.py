@@ -109,7 +109,7 @@ class TableCycle:
         key_changed = previous is not None and previous.merge_key not in (None, plan.merge_key_text)
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
-        position = start_position(plan, previous, horizon, self.config.lookback_seconds, full)
+        position = start_position(plan, previous, self.config.lookback_seconds, full)
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)

@@ -40,20 +40,34 @@ def test_timestamp_mark_is_the_max_seen_when_no_writer_is_open() -> None:
 
 def test_timestamp_reads_overlap_by_the_lookback() -> None:
     previous = Watermark("dag_run", "incremental", "updated_at", T0.isoformat(), merge_key="dag_id,run_id")
-    position = start_position(RUNS, previous, Horizon(T0, None, True), lookback=5, full=False)
+    position = start_position(RUNS, previous, lookback=5, full=False)
     assert position.where.after == T0 - timedelta(seconds=5)
 
 
 def test_append_ids_read_while_writers_were_open_are_confirmed_only_after_they_finish() -> None:
+    """A writer holding id 9 is open while id 20 commits and is read: the mark stays at the last confirmed id
+    (8), and the next read, after that writer has finished, still starts there, so id 9 is read once committed."""
     open_writer = Horizon(T0, T0 - timedelta(seconds=1), True)
-    position = next_position(LOG, CursorPosition(None, 10, None, None), open_writer, 20)
-    assert (position.high_water_mark, position.pending) == (10, 20)
-    previous = Watermark("log", "append", "id", "10", pending_high_water_mark="20", pending_read_at=T0,
+    position = next_position(LOG, CursorPosition(None, 8, None, None), open_writer, 20)
+    assert (position.high_water_mark, position.pending, position.pending_read_at) == (8, 20, T0)
+    previous = Watermark("log", "append", "id", "8", pending_high_water_mark="20", pending_read_at=T0,
                          merge_key="id")
-    still_open = start_position(LOG, previous, Horizon(T0 + timedelta(1), T0 - timedelta(seconds=1), True), 0, False)
-    assert still_open.where.after == 10  # the writer open at the last read may still commit an id below 20
-    finished = start_position(LOG, previous, Horizon(T0 + timedelta(1), None, True), 0, False)
-    assert finished.where.after == 20 and finished.pending is None
+    next_read = start_position(LOG, previous, 0, False)
+    assert next_read.where.after == 8  # never past an id a then-open writer may commit later
+    later = T0 + timedelta(minutes=5)
+    still_open = next_position(LOG, next_read, Horizon(later, T0 - timedelta(seconds=1), True), 21)
+    assert (still_open.high_water_mark, still_open.pending) == (8, 21)
+    # Writers open now began after the last read: they can only hold ids above 20, which this read re-reads.
+    newer_writer = next_position(LOG, next_read, Horizon(later, T0 + timedelta(seconds=1), True), 21)
+    assert (newer_writer.high_water_mark, newer_writer.pending) == (20, 21)
+    finished = next_position(LOG, next_read, Horizon(later, None, True), 21)
+    assert (finished.high_water_mark, finished.pending) == (21, None)
+
+
+def test_append_mark_never_advances_when_open_writers_cannot_be_seen() -> None:
+    blind = Horizon(T0, None, sees_open_writes=False)
+    position = next_position(LOG, CursorPosition(None, 8, 20, T0 - timedelta(hours=1)), blind, 30)
+    assert (position.high_water_mark, position.pending) == (8, 30)
 
 
 def test_state_written_by_this_version_is_refused_by_an_older_one(tmp_path, monkeypatch) -> None:

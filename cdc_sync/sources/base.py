@@ -42,6 +42,30 @@ class SeenRowVersions:
         xmin, xmax, in_progress = parts
         return cls(int(xmin), int(xmax), tuple(int(xid) for xid in in_progress.split(",") if xid))
 
+    def with_subtransactions(self, still_in_progress: set[int] | None) -> SeenRowVersions:
+        """This snapshot with the subtransactions of its in-progress transactions counted as in progress too.
+
+        PostgreSQL lists only top-level ids as in progress. A row written in a savepoint carries the savepoint's
+        own id, which lies between its parent's id and ``xmax``. Unlisted, it would look committed before the read,
+        and once the parent commits every later read would skip the row for good.
+
+        ``still_in_progress``: the ids from ``xmin`` to ``xmax`` still in progress when checked, just after the
+        snapshot was taken (subtransactions included), or None when the range was not checked. An id in progress
+        then was in progress at the snapshot, since ids assigned later are at least ``xmax``. A listed transaction
+        that had already ended by the check may have had subtransactions that ended with it; so may every listed
+        transaction when nothing was checked. Every id after such a transaction's counts as unseen (``xmax`` moves
+        down to it): the next read takes a few rows again and misses none.
+        """
+        if not self.in_progress:
+            return self
+        xmax = self.xmax
+        for top in sorted(self.in_progress):
+            if still_in_progress is None or top not in still_in_progress:
+                xmax = top + 1
+                break
+        unseen = set(self.in_progress) | (still_in_progress or set())
+        return SeenRowVersions(self.xmin, xmax, tuple(sorted(xid for xid in unseen if xid < xmax)))
+
     def __str__(self) -> str:
         return f"{self.xmin}:{self.xmax}:{','.join(str(xid) for xid in self.in_progress)}"
 

@@ -79,14 +79,29 @@ WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispa
 ORDER BY c.relname
 """
 # The oldest write transaction of *other* sessions on this database: only sessions holding a transaction id
-# have written. Stats visibility needs the same role or pg_read_all_stats; the second column tells which.
+# have written. Stats visibility needs the same role or pg_read_all_stats; the fourth column tells which.
+# The last column lists the transaction ids from the snapshot's xmin up to its xmax that are still in progress when
+# the statement runs, subtransactions included (pg_current_snapshot() lists top-level ids only); NULL when the range
+# is too wide to check id by id. pg_xact_status needs no privilege: a committed id costs one commit-log lookup, an
+# open one a look at the running transactions.
 HORIZON_SQL = """
-SELECT now(), pg_current_snapshot()::text,
+WITH taken AS (SELECT pg_current_snapshot() AS snapshot)
+SELECT now(), snapshot::text,
        (SELECT min(xact_start) FROM pg_stat_activity
          WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()),
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-         OR pg_has_role(current_user, 'pg_read_all_stats', 'member')
+         OR pg_has_role(current_user, 'pg_read_all_stats', 'member'),
+       CASE WHEN pg_snapshot_xmax(snapshot)::text::bigint - pg_snapshot_xmin(snapshot)::text::bigint <= %s THEN
+         (SELECT coalesce(array_agg(xid), '{}')
+            FROM generate_series(pg_snapshot_xmin(snapshot)::text::bigint,
+                                 pg_snapshot_xmax(snapshot)::text::bigint - 1) AS xid
+           WHERE pg_xact_status(xid::text::xid8) = 'in progress')
+       END
+FROM taken
 """
+# The widest xmin..xmax range whose ids are checked one by one (a few milliseconds); beyond it, every id after the
+# oldest open transaction counts as unseen by this read.
+SUBTRANSACTION_CHECK_LIMIT = 10_000
 # Rows whose xmin a stored snapshot did not see: at or after its xmax, compared modulo 2^32 the way PostgreSQL
 # orders xids (exact while they are less than 2^31 apart; further apart, the read goes without the filter), or
 # one of the transactions in progress then. Frozen and special xids (0-2) are old by definition. Plain
@@ -246,8 +261,11 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, seen, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
-                horizon = Horizon(started, oldest, bool(sees_all), SeenRowVersions.parse(seen))
+                started, seen, oldest, sees_all, still_open = connection.execute(
+                    HORIZON_SQL, (SUBTRANSACTION_CHECK_LIMIT,)).fetchone()
+                seen_rows = SeenRowVersions.parse(seen).with_subtransactions(
+                    None if still_open is None else set(still_open))
+                horizon = Horizon(started, oldest, bool(sees_all), seen_rows)
                 yield PostgresSnapshot(connection, horizon)
         except psycopg.Error as error:
             raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
