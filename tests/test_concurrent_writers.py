@@ -158,3 +158,60 @@ def _mirror_query(destination: str, sql: str) -> list[tuple]:
 def _mirror_keys(destination: str, table: str) -> set[tuple]:
     key = ", ".join(f'"{column}"' for column in AIRFLOW_KEYS[table])
     return set(_mirror_query(destination, f'SELECT {key} FROM "airflow"."{table}" WHERE "_cdc_deleted_at" IS NULL'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MariaDB: InnoDB assigns auto-increment ids at insert time, so ids commit out of order there too; savepoints
+# share their transaction's id, and open writers are seen through information_schema.innodb_trx.
+
+def mysql_log_row(connection, event: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO log (dttm, event) VALUES (UTC_TIMESTAMP(6), %s)", (event,))
+
+
+def mysql_task_instance(connection, run_id: str, task_id: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, state, try_number, max_tries, pool, "
+            "pool_slots, span_status, updated_at, hostname, unixname, queue, priority_weight) VALUES "
+            "(%s, %s, 'dag_2', %s, -1, 'scheduled', 0, 1, 'default_pool', 1, 'not_started', UTC_TIMESTAMP(6), '', "
+            "'airflow', 'default', 1)", (str(uuid.uuid4()), task_id, run_id))
+
+
+def test_mariadb_late_ids_and_savepoints_across_cycles_leave_an_exact_mirror(
+        mysql_airflow3_source: str, duckdb_destination: str) -> None:
+    from tests.airflow_schema import mysql_connect
+    from tests.test_source_mysql import assert_mirrored as assert_mysql_mirrored
+    from tests.test_source_mysql import database_of
+
+    tables = ["dag_run", "task_instance", "log"]
+
+    def mysql_sync() -> None:
+        report = cdc_sync.sync(mysql_airflow3_source, duckdb_destination, SCHEMA, tables=tables)
+        assert report.ok, report.summary()
+
+    mysql_sync()
+    database = database_of(mysql_airflow3_source)
+    with mysql_connect(database) as late, mysql_connect(database, autocommit=True) as other:
+        mysql_log_row(late, "late")  # takes an id, stays open
+        with late.cursor() as cursor:
+            cursor.execute("SELECT run_id FROM dag_run WHERE dag_id = 'dag_2' ORDER BY id LIMIT 1")
+            (run_id,) = cursor.fetchone()
+            cursor.execute("SAVEPOINT kept")
+            mysql_task_instance(late, run_id, "in_savepoint")
+            cursor.execute("RELEASE SAVEPOINT kept")
+            cursor.execute("SAVEPOINT dropped")
+            mysql_task_instance(late, run_id, "rolled_back")
+            cursor.execute("ROLLBACK TO SAVEPOINT dropped")
+        mysql_log_row(other, "early")  # a larger id commits first
+        mysql_task_instance(other, run_id, "committed_meanwhile")
+        mysql_sync()
+        mysql_sync()
+        late.commit()
+        mysql_sync()
+        mysql_log_row(other, "after")
+    mysql_sync()
+    for table in tables:
+        assert_mysql_mirrored(mysql_airflow3_source, duckdb_destination, table)
+    tasks = {key[1] for key in _mirror_keys(duckdb_destination, "task_instance")}
+    assert {"in_savepoint", "committed_meanwhile"} <= tasks and "rolled_back" not in tasks

@@ -40,3 +40,19 @@ def test_seen_row_versions_keep_postgresql_snapshot_text() -> None:
     assert (seen.xmin, seen.xmax, seen.in_progress) == (4294967300, 4294967310, (4294967301, 4294967305))
     assert str(seen) == "4294967300:4294967310:4294967301,4294967305"
     assert SeenRowVersions.parse(str(SeenRowVersions(7, 9))) == SeenRowVersions(7, 9)
+
+
+# (snapshot as taken, ids from its xmin to its xmax still in progress just after it, the snapshot a read keeps)
+SUBTRANSACTION_CASES = [
+    ("100:110:", set(), "100:110:"),  # nothing was in progress: nothing to add
+    ("100:110:100,105", {100, 101, 103, 105, 107}, "100:110:100,101,103,105,107"),  # savepoints of 100 and 105
+    ("100:110:100,105", {100, 101}, "100:106:100,101,105"),  # 105 ended before the check: ids after it are unseen
+    ("100:110:100,105", {101, 105}, "100:101:100"),  # 100 ended before the check: its savepoints are unknown
+    ("100:110:100,105", None, "100:101:100"),  # the range was too wide to check: every id after 100 is unseen
+]
+
+
+@pytest.mark.parametrize(("taken", "still_in_progress", "kept"), SUBTRANSACTION_CASES)
+def test_savepoints_of_open_transactions_count_as_unseen(taken: str, still_in_progress: set[int] | None,
+                                                         kept: str) -> None:
+    assert str(SeenRowVersions.parse(taken).with_subtransactions(still_in_progress)) == kept
