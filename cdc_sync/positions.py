@@ -57,14 +57,21 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
     if plan.strategy == "row_version":
         # Every change by a transaction older than the snapshot's xmin was visible to this read.
         return replace(position, high_water_mark=horizon.row_version)
-    if plan.strategy == "full" or max_seen is None:
+    if plan.strategy == "full":
         return position
     if plan.cursor_is_timestamp:
+        if max_seen is None:
+            return position
         # A row stamped before the oldest open writer started may still commit: stop there.
         safe = plan.source_time(horizon.safe_until)
         return replace(position, high_water_mark=min(max_seen, safe))
     mark = position.high_water_mark
-    read_up_to = max_seen if mark is None else max(max_seen, mark)
+    # Every id up to here was committed when this read began (a row-version read returns only rows new to the
+    # last read, so the largest it returns may lie below ids read before).
+    known = [value for value in (max_seen, mark, position.pending) if value is not None]
+    if not known:
+        return position
+    read_up_to = max(known)
     if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
         # No writer was open at this read: an id it did not see will never commit.
         return replace(position, high_water_mark=read_up_to, pending=None, pending_read_at=None)

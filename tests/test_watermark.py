@@ -85,3 +85,13 @@ def test_state_written_by_this_version_is_refused_by_an_older_one(tmp_path, monk
             state.StateStore(destination, "airflow").migrate()
     finally:
         destination.close()
+
+
+def test_append_pending_mark_is_confirmed_by_a_read_that_returns_no_row() -> None:
+    """A row-version read returns only rows new to the last read, so it may return nothing while an earlier read's
+    ids still wait for their writers: once those writers have finished, the pending mark is confirmed anyway."""
+    position = CursorPosition(None, 8, 20, T0)
+    finished = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), T0 + timedelta(seconds=1), True), None)
+    assert (finished.high_water_mark, finished.pending) == (20, 20)
+    quiet = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), None, True), None)
+    assert (quiet.high_water_mark, quiet.pending) == (20, None)
