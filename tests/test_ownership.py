@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import cdc_sync
 from cdc_sync.cli import main
-from cdc_sync.errors import ConfigError, ForeignTableError, NotAnAirflowDatabaseError
+from cdc_sync.errors import ConfigError, ForeignTableError, NotAnAirflowDatabaseError, StateError
 from cdc_sync.ownership import created_by_cdc_sync
 from cdc_sync.state import Watermark
 from cdc_sync.urls import make_url
@@ -204,7 +204,7 @@ def test_airflow_tables_outside_search_path_are_refused_with_a_hint_and_mirrored
     with pytest.raises(NotAnAirflowDatabaseError, match=r"\(schema public\).*add \?schema=NAME to the source URL"):
         cdc_sync.sync(source, duckdb_destination)
     assert not Path(make_url(duckdb_destination).database).exists()
-    with pytest.raises(ConfigError, match="Schema 'nope' .* does not exist"):
+    with pytest.raises(ConfigError, match=r"Schema 'nope' .* does not exist"):
         cdc_sync.sync(f"{source}?schema=nope", duckdb_destination)
     report = cdc_sync.sync(f"{source}?schema=airflow_meta", duckdb_destination)
     assert report.ok, report.failed
@@ -216,6 +216,12 @@ def test_airflow_tables_outside_search_path_are_refused_with_a_hint_and_mirrored
                            "WHERE run_id = 'scheduled__9'")
     again = cdc_sync.sync(f"{source}?schema=airflow_meta", duckdb_destination, tables=["dag_run"])
     assert again.ok and again.tables[0].rows_written == 1
+    # Another Airflow environment in another schema of the same database is another source.
+    pg_execute("CREATE SCHEMA airflow_b; " + "; ".join(
+        f"CREATE TABLE airflow_b.{table} (LIKE airflow_meta.{table} INCLUDING ALL)"
+        for table in ("alembic_version", "dag", "dag_run", "task_instance")), make_url(source).database)
+    with pytest.raises(StateError, match=r"already mirrors another source .*\?schema=airflow_meta"):
+        cdc_sync.sync(f"{source}?schema=airflow_b", duckdb_destination, tables=["dag_run"])
 
 
 def test_the_operator_names_the_source_schema(airflow_in_own_schema: str, tmp_path: Path,
