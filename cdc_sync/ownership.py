@@ -42,8 +42,8 @@ def require_airflow_source(source: Source, tables: Iterable[str]) -> None:
     missing = missing_airflow_tables(tables)
     if missing:
         raise NotAnAirflowDatabaseError(
-            f"The source {source.location()} is not an Airflow metadata database: it has no "
-            f"{', '.join(missing)} table. Point the source at Airflow's metadata database. "
+            f"The source {source.location()} is not an Airflow metadata database: it lacks {', '.join(missing)}, "
+            "which every Airflow database has. Point the source at Airflow's metadata database. "
             f"{source.other_schema_hint}"
         )
 

@@ -150,8 +150,8 @@ def test_a_mariadb_database_that_is_not_airflow_is_refused_and_schema_names_the_
         mysql_execute("CREATE TABLE task_instance (id int PRIMARY KEY)", database=team)
         team_url = mysql_airflow3_source.replace(make_url(mysql_airflow3_source).database, team)
         mirror = tmp_path / "m.duckdb"
-        with pytest.raises(NotAnAirflowDatabaseError, match=rf"/{team} is not an Airflow .*alembic_version, dag, "
-                                                            r"dag_run table.*\?schema=NAME"):
+        with pytest.raises(NotAnAirflowDatabaseError, match=rf"/{team} is not an Airflow .*lacks alembic_version, dag, "
+                                                            r"dag_run, which.*\?schema=NAME"):
             cdc_sync.sync(team_url, f"duckdb:///{mirror}")
         assert not mirror.exists()
         # MySQL's schemas are its databases: ?schema= reads Airflow's database through the same URL.
