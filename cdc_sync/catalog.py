@@ -84,6 +84,11 @@ TABLES: dict[str, TableKnowledge] = {
     "session": TableKnowledge(sensitive_columns=frozenset({"data"}), may_become_empty=True),
 }
 
+# What identifies an Airflow metadata database, in 2.10/2.11 and 3.x alike: Alembic's revision table (Airflow
+# migrates its schema with Alembic) and the core tables every version has (see cdc_sync.ownership).
+MIGRATION_TABLE = "alembic_version"
+CORE_TABLES: tuple[str, ...] = ("dag", "dag_run", "task_instance")
+
 # Airflow's own bookkeeping that a mirror never needs.
 NEVER_MIRRORED: frozenset[str] = frozenset({"alembic_version", "alembic_version_fab"})
 

@@ -4,7 +4,9 @@
 
     CdcSyncError
      ├── ConfigError              bad input: fix the arguments, URL or settings
-     │    └── UnknownTableError   a table the user named is not in the source
+     │    ├── UnknownTableError   a table the user named is not in the source
+     │    ├── NotAnAirflowDatabaseError   the source holds no Airflow metadata (wrong database or schema)
+     │    └── ForeignTableError   a destination table of that name exists and cdc_sync did not create it
      ├── SourceError              the source database failed or refused
      ├── DestinationError         the warehouse failed or refused
      │    ├── TransientDestinationError   worth retrying (connection drop, lock timeout, serialization)
@@ -30,6 +32,14 @@ class ConfigError(CdcSyncError):
 
 class UnknownTableError(ConfigError):
     """A table named by the user does not exist in the source database."""
+
+
+class NotAnAirflowDatabaseError(ConfigError):
+    """The source is not an Airflow metadata database (or Airflow's tables are in a schema it was not told of)."""
+
+
+class ForeignTableError(ConfigError):
+    """The destination schema holds a table of a mirrored table's name that cdc_sync did not create."""
 
 
 class SourceError(CdcSyncError):

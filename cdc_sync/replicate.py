@@ -30,6 +30,7 @@ from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mi
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import run_in_lanes
+from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
 from cdc_sync.report import CycleReport, TableReport
@@ -292,6 +293,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
     report = CycleReport(cycle_id=uuid.uuid4().hex, schema=config.schema, started_at=utc_now())
     with open_source(config.source_url) as source:
         available = source.list_tables()
+        require_airflow_source(source, available)
         tables, warnings = select_tables(config, available)
         report.warnings.extend(warnings)
         for warning in warnings:
@@ -329,6 +331,12 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)
+                plans, refused = refuse_foreign_tables(plans, watermarks, known_columns, destination.dialect,
+                                                       config.schema)
+                for table_report in refused:
+                    report.tables.append(table_report)
+                    if on_table:
+                        on_table(table_report)
                 lanes = _lane_count(config, destination, plans, watermarks, resync)
                 if lanes > 1:
                     report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,

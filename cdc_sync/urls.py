@@ -33,6 +33,9 @@ DESTINATION_ENGINES = {
 }
 
 HIDDEN_PASSWORD = "***"
+# The source URL option naming the schema that holds Airflow's tables (PostgreSQL: the schema read instead of
+# search_path's; MySQL/MariaDB: the database read instead of the URL's). A cdc_sync option: never sent to a driver.
+SOURCE_SCHEMA_OPTION = "schema"
 
 
 @dataclass(frozen=True)
@@ -146,3 +149,15 @@ def redact(url: URL | str) -> str:
         except ValueError:
             return "<unparseable URL>"
     return url.render_as_string(hide_password=True)
+
+
+def source_schema(url: URL) -> str | None:
+    """The schema a source URL names with ``?schema=`` (see :data:`SOURCE_SCHEMA_OPTION`), None if it names none."""
+    return url.query.get(SOURCE_SCHEMA_OPTION)
+
+
+def with_source_schema(url: URL, schema: str | None) -> URL:
+    """``url`` reading Airflow's tables from ``schema`` (unchanged when ``schema`` is None)."""
+    if schema is None:
+        return url
+    return url.set(query={**url.query, SOURCE_SCHEMA_OPTION: schema})

@@ -19,7 +19,7 @@ from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import DELETE_MODES
 from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
 from cdc_sync.report import CycleReport
-from cdc_sync.urls import redact
+from cdc_sync.urls import redact, with_source_schema
 
 # What the decorated function may return (a dict with any of these keys) to adjust one run.
 OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
@@ -53,6 +53,8 @@ class AirflowDbSyncOperator(BaseOperator):
     :param destination_schema: default ``airflow-{environment slug}`` (see :mod:`cdc_sync.airflow.naming`).
     :param source_connection_id: connection to the metadata database (default ``airflow_db``).
     :param source_url: the metadata database URL, instead of a connection.
+    :param source_schema: the schema holding Airflow's tables when it is not the connection's default (PostgreSQL:
+        instead of ``search_path``; MySQL/MariaDB: the database), as ``?schema=`` in the source URL.
     :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
         :func:`cdc_sync.sync`.
     :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
@@ -72,6 +74,7 @@ class AirflowDbSyncOperator(BaseOperator):
         destination_schema: str | None = None,
         source_connection_id: str = resolve.DEFAULT_SOURCE_CONNECTION_ID,
         source_url: str | None = None,
+        source_schema: str | None = None,
         deletes: str = "soft",
         table_deletes: Mapping[str, str] | None = None,
         include_columns: Iterable[str] | None = None,
@@ -93,6 +96,10 @@ class AirflowDbSyncOperator(BaseOperator):
         self.destination_schema = destination_schema or default_destination_schema()
         self.source_connection_id = source_connection_id
         self.source_url = source_url
+        if source_schema is not None and (not isinstance(source_schema, str) or not source_schema):
+            raise ConfigError(f"source_schema={source_schema!r} must name the schema that holds Airflow's tables, "
+                              "e.g. 'airflow'.")
+        self.source_schema = source_schema
         self.sync_options: dict[str, Any] = {
             "deletes": deletes, "table_deletes": dict(table_deletes or {}),
             "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
@@ -142,7 +149,8 @@ class AirflowDbSyncOperator(BaseOperator):
         return request
 
     def _sync(self, request: dict[str, Any]) -> CycleReport:
-        source_url = resolve.source(self.source_url, self.source_connection_id)
+        source_url = with_source_schema(resolve.source(self.source_url, self.source_connection_id),
+                                        self.source_schema)
         destination_url, options = resolve.destination(self.db_type, self.connection_id)
         self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
                       self.destination_schema, redact(destination_url))

@@ -172,6 +172,8 @@ class Source(ABC):
     has_row_versions: bool = False
     # What to grant when the horizon cannot see other sessions' writes; None where the engine never can.
     open_writes_hint: str | None = None
+    # How to point the source at Airflow's tables when they were not found where it looked.
+    other_schema_hint: str = ""
 
     @abstractmethod
     def list_tables(self) -> list[str]:
@@ -192,6 +194,10 @@ class Source(ABC):
     @abstractmethod
     def identity(self) -> str:
         """A stable description of which database this is (no credentials), to keep mirrors apart."""
+
+    def location(self) -> str:
+        """Where the source looks for Airflow's tables, for messages (no credentials)."""
+        return self.identity()
 
     @abstractmethod
     def close(self) -> None: ...

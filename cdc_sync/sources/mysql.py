@@ -21,7 +21,7 @@ from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
 
 BATCH_ROWS = 50_000  # rows fetched from the server per round of the unbuffered cursor
 PAD_COLUMN = "_cdc_pad"
@@ -145,7 +145,8 @@ def connect_args(url: URL) -> dict[str, Any]:
         "port": url.port or 3306,
         "user": url.username,
         "password": url.password or "",
-        "database": url.database,
+        # MySQL's schemas are its databases: ?schema= names the one to read instead of the URL's.
+        "database": source_schema(url) or url.database,
         "charset": "utf8mb4",
     }
     query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
@@ -237,12 +238,17 @@ def _lines(cursor: Any) -> Iterator[bytes]:
 class MySQLSource(Source):
     engine = "mysql"
     open_writes_hint = "grant PROCESS to the source user (GRANT PROCESS ON *.* TO 'user'@'host')"
+    other_schema_hint = (
+        "Name Airflow's database in the source URL (mysql://host:3306/airflow), or add "
+        f"?{SOURCE_SCHEMA_OPTION}=NAME (source_schema='NAME' on the Airflow task)."
+    )
 
     def __init__(self, url: URL) -> None:
         import pymysql
 
         self._url = url
-        if not url.database:
+        self._database = source_schema(url) or url.database
+        if not self._database:
             raise ConfigError(f"The source URL {redact(url)} names no database: add it, e.g. mysql://host:3306/airflow.")
         try:
             # In init_command, so a reconnect restores them: instants rendered in UTC, and a slow destination
@@ -344,7 +350,7 @@ class MySQLSource(Source):
                 self._connection.rollback()
 
     def identity(self) -> str:
-        return f"mysql://{self._url.host or 'localhost'}:{self._url.port or 3306}/{self._url.database}"
+        return f"mysql://{self._url.host or 'localhost'}:{self._url.port or 3306}/{self._database}"
 
     def close(self) -> None:
         self._connection.close()

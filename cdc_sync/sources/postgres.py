@@ -25,7 +25,7 @@ from cdc_sync.sources.base import (
 )
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
 
 TYPE_MAP: dict[str, LogicalType] = {
     "bool": LogicalType.BOOLEAN,
@@ -111,6 +111,10 @@ ROW_VERSION_PREDICATE = (
     " OR xmin::text::bigint = ANY(%s::bigint[])))"
 )
 ROW_VERSION_MAX_DISTANCE = 1_000_000_000
+# The named source schema becomes the session's whole search_path, so every query below (current_schema(), bare
+# table names) reads it. The value is a quoted identifier, bound as a parameter.
+USE_SCHEMA_SQL = "SELECT set_config('search_path', %s, false)"
+CURRENT_SCHEMA_SQL = "SELECT current_schema()"
 SESSION_SETTINGS_SQL = (
     "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 )
@@ -206,6 +210,10 @@ class PostgresSource(Source):
     engine = "postgresql"
     has_row_versions = True
     open_writes_hint = "grant pg_read_all_stats to the source role (or use Airflow's own role)"
+    other_schema_hint = (
+        f"If Airflow's tables live in another PostgreSQL schema, name it: add ?{SOURCE_SCHEMA_OPTION}=NAME to the "
+        "source URL (source_schema='NAME' on the Airflow task)."
+    )
 
     def __init__(self, url: URL) -> None:
         import psycopg
@@ -220,6 +228,24 @@ class PostgresSource(Source):
             ) from None
         # One round trip: the session settings COPY's text output is parsed under.
         self._connection.execute(SESSION_SETTINGS_SQL)
+        self._schema = source_schema(url)
+        if self._schema is not None:
+            try:
+                self._use_schema(self._schema)
+            except BaseException:
+                self._connection.close()
+                raise
+
+    def _use_schema(self, schema: str) -> None:
+        """Read Airflow's tables from ``schema``; PostgreSQL skips a search_path entry that does not exist or that
+        the role may not use, so that is checked here."""
+        self._connection.execute(USE_SCHEMA_SQL, (quote(schema),))
+        if self._connection.execute(CURRENT_SCHEMA_SQL).fetchone()[0] != schema:
+            raise ConfigError(
+                f"Schema {schema!r} (?{SOURCE_SCHEMA_OPTION}= in the source URL) does not exist in the source "
+                f"{redact(self._url)}, or the source role lacks USAGE on it: name the schema that holds Airflow's "
+                "tables (the schema names are case-sensitive)."
+            )
 
     def list_tables(self) -> list[str]:
         return [row[0] for row in self._connection.execute(TABLES_SQL).fetchall()]
@@ -273,7 +299,14 @@ class PostgresSource(Source):
             connection.autocommit = True
 
     def identity(self) -> str:
-        return f"postgresql://{self._url.host or 'localhost'}:{self._url.port or 5432}/{self._url.database}"
+        identity = f"postgresql://{self._url.host or 'localhost'}:{self._url.port or 5432}/{self._url.database}"
+        # Two Airflow environments may share one database in two schemas: a named schema keeps them apart.
+        return identity if self._schema is None else f"{identity}?{SOURCE_SCHEMA_OPTION}={self._schema}"
+
+    def location(self) -> str:
+        schema = self._connection.execute(CURRENT_SCHEMA_SQL).fetchone()[0]
+        where = f"schema {schema}" if schema else "no schema (search_path names none that exists)"
+        return f"{redact(self._url)} ({where})"
 
     def close(self) -> None:
         self._connection.close()

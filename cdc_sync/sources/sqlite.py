@@ -24,7 +24,7 @@ from cdc_sync.arrow_kernels import call, cast
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
 
 BATCH_ROWS = 50_000
 
@@ -174,11 +174,17 @@ class SQLiteSnapshot(SourceSnapshot):
 
 class SQLiteSource(Source):
     engine = "sqlite"
+    other_schema_hint = "Point the source URL at Airflow's own database file, e.g. sqlite:////opt/airflow/airflow.db."
 
     def __init__(self, url: URL) -> None:
         import sqlite3
 
         self._url = url
+        if source_schema(url) is not None:
+            raise ConfigError(
+                f"SQLite has no schemas: remove ?{SOURCE_SCHEMA_OPTION}= (or source_schema) for the source "
+                f"{redact(url)}; Airflow's tables are in the file itself."
+            )
         self._path = database_path(url)
         if not self._path.is_file():
             raise ConfigError(f"The SQLite source {self._path} does not exist: check the path in the source URL.")
