@@ -33,6 +33,7 @@ from cdc_sync.lanes import run_in_lanes
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
 from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
     Source,
     SourceSnapshot,
@@ -306,6 +307,9 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             )
         if resync_only:
             plans = [plan for plan in plans if plan.name in resync_only]
+        for plan in (plan for plan in plans if plan.excluded_by_name):
+            report.warnings.append(excluded_by_name_warning(plan.name, plan.excluded_by_name))
+            log.warning(report.warnings[-1])
         if source.open_writes_hint:
             with source.snapshot() as snapshot:
                 if not snapshot.horizon.sees_open_writes:
