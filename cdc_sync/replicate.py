@@ -41,6 +41,7 @@ from cdc_sync.sources import (
 )
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.transform import Tally, hash_columns, take_rows
+from cdc_sync.urls import scrub
 
 log = logging.getLogger("cdc_sync")
 
@@ -445,9 +446,11 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
         log.info("%s: %s, %d read, %d written, %d deleted, %.2fs", plan.name, report.strategy, report.rows_read,
                  max(report.rows_written, 0), report.rows_deleted, report.seconds)
     except CdcSyncError as error:
-        report.status, report.error = "failed", str(error)
+        config = cycle.config
+        report.status, report.error = "failed", scrub(str(error), config.source_url, config.destination_url,
+                                                      secrets=config.destination_options.values())
         report.seconds = round(time.monotonic() - clock_started, 3)
-        log.error("%s failed: %s", plan.name, error)
+        log.error("%s failed: %s", plan.name, report.error)
         cycle.record_failure(plan, previous, report, started)
     for warning in report.warnings:
         log.warning("%s: %s", plan.name, warning)
