@@ -149,7 +149,7 @@ def parse_url(url: str | URL, *, role: str) -> URL:
     try:
         return make_url(url)
     except ValueError:
-        shown = url.rsplit("@", 1)[-1] if "@" in url else url
+        shown = (url.rsplit("@", 1)[-1] if "@" in url else url).split("?", 1)[0]  # no password, no query value
         raise ConfigError(
             f"Malformed {role} URL ({shown!r}): expected e.g. postgresql://user:password@host:5432/airflow "
             "or duckdb:///path/to/mirror.duckdb."
