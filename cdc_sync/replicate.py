@@ -26,6 +26,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from cdc_sync.config import SyncConfig
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
+from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
@@ -92,6 +93,9 @@ class SourceCount:
 class TableCycle:
     """The work for one table inside one destination transaction."""
 
+    # Tables whose hashed columns change digest in this cycle (a resync): emptied before they are re-read.
+    digest_switches: frozenset[str] = frozenset()
+
     def __init__(self, config: SyncConfig, destination: Destination, state: StateStore, cycle_id: str) -> None:
         self.config = config
         self.destination = destination
@@ -99,6 +103,7 @@ class TableCycle:
         self.state = state
         self.schema = config.schema
         self.cycle_id = cycle_id
+        self.digest = digest_for(config.hash_key)
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
             report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None,
@@ -115,11 +120,13 @@ class TableCycle:
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
+        if plan.name in self.digest_switches:
+            destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
         batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
         if plan.hashed_columns:
-            batches = hash_columns(batches, plan.hashed_columns)
+            batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
         read_everything = position.where is None
         live_rows: int | None = None
         if not plan.merge_key:
@@ -174,6 +181,8 @@ class TableCycle:
             mark_row_key=row_at_mark,
         )
         self.state.save_watermark(watermark)
+        for column in sorted(plan.hashed_columns):
+            self.state.save_meta(meta_key(plan.name, column), self.digest.label)
         self.state.record_run(self._run_record(plan, report, started, finished))
         destination.commit()
         return watermark
@@ -332,6 +341,10 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
+                cycle.digest_switches = frozenset(digest_switches(
+                    {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
+                    (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,
+                    resync=resync))
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)
                 lanes = _lane_count(config, destination, plans, watermarks, resync)
