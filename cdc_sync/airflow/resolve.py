@@ -57,9 +57,12 @@ def destination(db_type: str, connection_id: str) -> tuple[URL, dict[str, Any]]:
 def hash_key(connection_id: str) -> str | None:
     """The key of hashed columns' HMAC digests, from the warehouse connection's extra ``hash_key``, if set."""
     try:
-        return extra_field(_masked_mapping(connection_id), HASH_KEY_EXTRA)
+        key = extra_field(_masked_mapping(connection_id), HASH_KEY_EXTRA)
     except AirflowNotFoundException:
         return None
+    if key:
+        mask_secret(key)
+    return key
 
 
 def source(source_url: str | None, source_connection_id: str) -> URL:
