@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from cdc_sync.config import DEFAULT_DESTINATION, DEFAULT_SCHEMA, SyncConfig, build_config
@@ -12,7 +13,7 @@ from cdc_sync.errors import TableSyncError
 from cdc_sync.replicate import TableCallback, run_cycle
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
-from cdc_sync.urls import URL, parse_url
+from cdc_sync.urls import URL, parse_url, scrubbed_errors
 
 
 def _config(source: str | URL | None, destination: str | URL | None, schema: str | None,
@@ -34,12 +35,15 @@ def sync(
     """Run one incremental cycle. ``tables=None`` → defaults, ``tables=[]`` → every table.
 
     Options: ``deletes`` ("soft" | "hard" | "ignore"), ``table_deletes`` ({table: mode}), ``include_columns``
-    and ``hash_columns`` (["table.column"]), ``lookback_seconds``, ``allow_foreign_source``, ``parallel_tables``.
+    and ``hash_columns`` (["table.column"]), ``hash_key`` (default ``CDC_SYNC_HASH_KEY``: hashed columns get
+    HMAC-SHA-256 under it, else plain SHA-256, which anyone can recompute for a guessed value), ``lookback_seconds``,
+    ``allow_foreign_source``, ``parallel_tables``.
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
     """
     config = _config(source, destination, schema,
                      {"tables": tables, "additional_tables": additional_tables, **options})
-    report = run_cycle(config, on_table=on_table)
+    with _secrets_hidden(config):
+        report = run_cycle(config, on_table=on_table)
     _raise_for_failures(report, raise_on_failure)
     return report
 
@@ -60,7 +64,8 @@ def resync(
     watermarks. Rows gone from the source are handled by the delete mode, so soft-deleted history is kept."""
     config = _config(source, destination, schema,
                      {"tables": tables, "additional_tables": additional_tables, **options})
-    report = run_cycle(config, resync=True, only_tables=only, on_table=on_table)
+    with _secrets_hidden(config):
+        report = run_cycle(config, resync=True, only_tables=only, on_table=on_table)
     _raise_for_failures(report, raise_on_failure)
     return report
 
@@ -72,11 +77,17 @@ def status(destination: str | URL | None = None, schema: str | None = None,
                     role="destination")
     schema = schema or os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
     dialect_for(url).validate_schema_name(schema)
-    with open_destination(url, destination_options) as connection:
+    with scrubbed_errors(url, secrets=(destination_options or {}).values()), \
+            open_destination(url, destination_options) as connection:
         store = StateStore(connection, schema)
         if not store.has_state():
             return []
         return list(store.watermarks().values())
+
+
+def _secrets_hidden(config: SyncConfig) -> AbstractContextManager[None]:
+    """Errors leave the API with no secret of the URLs or driver options in them (see :func:`scrubbed_errors`)."""
+    return scrubbed_errors(config.source_url, config.destination_url, secrets=config.destination_options.values())
 
 
 def _raise_for_failures(report: CycleReport, raise_on_failure: bool) -> None:

@@ -34,7 +34,8 @@ class TableKnowledge:
     append_only_id: str | None = None
     # Candidate merge keys in order of preference; the first whose columns all exist is used.
     natural_keys: tuple[tuple[str, ...], ...] = ()
-    # Columns never copied unless the user opts in.
+    # Payloads that hold secrets without their names saying so: never copied unless the user opts in. Columns
+    # whose names mark a credential are excluded in every table by cdc_sync.secrets, whether listed here or not.
     sensitive_columns: frozenset[str] = field(default_factory=frozenset)
     # Personal data: copied by default, hashed on request.
     personal_columns: frozenset[str] = field(default_factory=frozenset)
@@ -81,7 +82,20 @@ TABLES: dict[str, TableKnowledge] = {
     ),
     "connection": TableKnowledge(sensitive_columns=frozenset({"password", "extra"}), may_become_empty=True),
     "variable": TableKnowledge(sensitive_columns=frozenset({"val"}), may_become_empty=True),
-    "session": TableKnowledge(sensitive_columns=frozenset({"data"}), may_become_empty=True),
+    # A web session: its id is the cookie that signs a user in, its data the session's contents.
+    "session": TableKnowledge(sensitive_columns=frozenset({"session_id", "data"}), may_become_empty=True),
+    # Airflow 3.3: a connection's settings sent to a worker for a test, password and token included (by the rule).
+    "connection_test_request": TableKnowledge(sensitive_columns=frozenset({"extra"}), may_become_empty=True),
+    # Airflow 3: a callback's import path and its keyword arguments, which may carry credentials as trigger.kwargs
+    # do; a deadline alert keeps the same definition.
+    "callback": TableKnowledge(sensitive_columns=frozenset({"data"}), may_become_empty=True),
+    "deadline_alert": TableKnowledge(sensitive_columns=frozenset({"callback_def"})),
+    # Airflow 3.3: free-form state a task or an asset watcher keeps for itself (an external job's handle, a
+    # session, a resume token); only the keys are of use to a mirror.
+    "task_state_store": TableKnowledge(sensitive_columns=frozenset({"value"}), may_become_empty=True),
+    "asset_state_store": TableKnowledge(sensitive_columns=frozenset({"value"}), may_become_empty=True),
+    # Airflow 3: a bundle's view URL signed with the Fernet key; a repository URL may carry its credentials.
+    "dag_bundle": TableKnowledge(sensitive_columns=frozenset({"signed_url_template"})),
 }
 
 # What identifies an Airflow metadata database, in 2.10/2.11 and 3.x alike: Alembic's revision table (Airflow

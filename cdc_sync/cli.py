@@ -59,7 +59,11 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--deletes", type=click.Choice(["soft", "hard", "ignore"]), default="soft", show_default=True,
                      help="What a row deleted in the source becomes in the mirror."),
         click.option("--include-column", multiple=True, help="table.column: copy a secret column anyway."),
-        click.option("--hash-column", multiple=True, help="table.column: copy a SHA-256 digest instead."),
+        click.option("--hash-column", multiple=True,
+                     help="table.column: copy a hex digest instead of the value. With CDC_SYNC_HASH_KEY set it is "
+                          "HMAC-SHA-256, which no one can recompute without the key; without, plain SHA-256, which "
+                          "anyone can recompute for a guessed value (an email, a name). Either keeps equal values "
+                          "equal, for joins and counts."),
         click.option("--lookback", type=float, default=5.0, show_default=True,
                      help="Seconds by which timestamp reads overlap the previous cycle (clock skew)."),
         click.option("--allow-foreign-source", is_flag=True,

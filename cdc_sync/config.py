@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cdc_sync.digests import validate_key
 from cdc_sync.errors import ConfigError
 from cdc_sync.urls import URL, engine_of, parse_url
 
@@ -48,6 +49,8 @@ class SyncConfig:
     parallel_tables: int = 2
     # Driver settings that do not fit in a URL (e.g. a private key), merged over what the URL says.
     destination_options: Mapping[str, Any] = field(default_factory=dict)
+    # The key of hashed columns' HMAC-SHA-256 digests; None: plain SHA-256 (cdc_sync.digests).
+    hash_key: str | None = field(default=None, repr=False)
 
     @property
     def source_engine(self) -> str:
@@ -76,6 +79,7 @@ def build_config(
     allow_foreign_source: bool = False,
     parallel_tables: int = 2,
     destination_options: Mapping[str, Any] | None = None,
+    hash_key: str | None = None,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -117,4 +121,5 @@ def build_config(
         allow_foreign_source=allow_foreign_source,
         parallel_tables=parallel_tables,
         destination_options=dict(destination_options or {}),
+        hash_key=validate_key(hash_key if hash_key is not None else os.environ.get("CDC_SYNC_HASH_KEY")),
     )

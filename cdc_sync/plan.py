@@ -12,6 +12,7 @@ from cdc_sync import catalog
 from cdc_sync.config import DeleteMode, SyncConfig
 from cdc_sync.destinations.dialect import ColumnSpec
 from cdc_sync.errors import ConfigError, UnknownTableError
+from cdc_sync.secrets import secret_columns
 from cdc_sync.types import LogicalType, TableSchema
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class TablePlan:
     hashed_columns: frozenset[str]
     excluded_columns: tuple[str, ...]
     may_become_empty: bool
+    # Columns excluded only because their names mark a credential (reported once per run).
+    excluded_by_name: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -137,7 +140,8 @@ def plan_table(schema: TableSchema, config: SyncConfig, *, row_versions: bool = 
     """``row_versions``: the source can find changed rows without a column (PostgreSQL's xmin)."""
     knowledge = catalog.knowledge(schema.name)
     included = _column_options(config, schema.name, config.include_columns)
-    excluded = tuple(c.name for c in schema.columns if c.name in knowledge.sensitive_columns and c.name not in included)
+    secrets = secret_columns(schema.name, schema.column_names, included)
+    excluded = secrets.excluded
     hashed = _column_options(config, schema.name, config.hash_columns)
     # A hashed column holds a hex digest whatever its source type.
     kept_columns = tuple(
@@ -170,4 +174,5 @@ def plan_table(schema: TableSchema, config: SyncConfig, *, row_versions: bool = 
         hashed_columns=frozenset(hashed),
         excluded_columns=excluded,
         may_become_empty=knowledge.may_become_empty,
+        excluded_by_name=secrets.by_name_only,
     )

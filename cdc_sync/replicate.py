@@ -26,6 +26,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from cdc_sync.config import SyncConfig
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
+from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
@@ -34,6 +35,7 @@ from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
 from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
     Source,
     SourceSnapshot,
@@ -41,6 +43,7 @@ from cdc_sync.sources import (
 )
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.transform import Tally, hash_columns, take_rows
+from cdc_sync.urls import scrub
 
 log = logging.getLogger("cdc_sync")
 
@@ -91,6 +94,9 @@ class SourceCount:
 class TableCycle:
     """The work for one table inside one destination transaction."""
 
+    # Tables whose hashed columns change digest in this cycle (a resync): emptied before they are re-read.
+    digest_switches: frozenset[str] = frozenset()
+
     def __init__(self, config: SyncConfig, destination: Destination, state: StateStore, cycle_id: str) -> None:
         self.config = config
         self.destination = destination
@@ -98,6 +104,7 @@ class TableCycle:
         self.state = state
         self.schema = config.schema
         self.cycle_id = cycle_id
+        self.digest = digest_for(config.hash_key)
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
             report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None,
@@ -114,11 +121,13 @@ class TableCycle:
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
+        if plan.name in self.digest_switches:
+            destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
         batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
         if plan.hashed_columns:
-            batches = hash_columns(batches, plan.hashed_columns)
+            batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
         read_everything = position.where is None
         live_rows: int | None = None
         if not plan.merge_key:
@@ -173,6 +182,8 @@ class TableCycle:
             mark_row_key=row_at_mark,
         )
         self.state.save_watermark(watermark)
+        for column in sorted(plan.hashed_columns):
+            self.state.save_meta(meta_key(plan.name, column), self.digest.label)
         self.state.record_run(self._run_record(plan, report, started, finished))
         destination.commit()
         return watermark
@@ -308,6 +319,9 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             )
         if resync_only:
             plans = [plan for plan in plans if plan.name in resync_only]
+        for plan in (plan for plan in plans if plan.excluded_by_name):
+            report.warnings.append(excluded_by_name_warning(plan.name, plan.excluded_by_name))
+            log.warning(report.warnings[-1])
         if source.open_writes_hint:
             with source.snapshot() as snapshot:
                 if not snapshot.horizon.sees_open_writes:
@@ -329,6 +343,10 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
+                cycle.digest_switches = frozenset(digest_switches(
+                    {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
+                    (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,
+                    resync=resync))
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)
                 plans, refused = refuse_foreign_tables(plans, watermarks, known_columns, destination.dialect,
@@ -449,9 +467,11 @@ def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wate
         log.info("%s: %s, %d read, %d written, %d deleted, %.2fs", plan.name, report.strategy, report.rows_read,
                  max(report.rows_written, 0), report.rows_deleted, report.seconds)
     except CdcSyncError as error:
-        report.status, report.error = "failed", str(error)
+        config = cycle.config
+        report.status, report.error = "failed", scrub(str(error), config.source_url, config.destination_url,
+                                                      secrets=config.destination_options.values())
         report.seconds = round(time.monotonic() - clock_started, 3)
-        log.error("%s failed: %s", plan.name, error)
+        log.error("%s failed: %s", plan.name, report.error)
         cycle.record_failure(plan, previous, report, started)
     for warning in report.warnings:
         log.warning("%s: %s", plan.name, warning)

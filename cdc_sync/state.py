@@ -132,6 +132,15 @@ class StateStore:
         )
         self.destination.commit()
 
+    def meta(self) -> dict[str, str]:
+        """The schema's ``_cdc_meta`` entries (source identity, hashed columns' digests)."""
+        return dict(self.destination.query(self.dialect.select_all(self.schema, META, ["key", "value"])))
+
+    def save_meta(self, key: str, value: str) -> None:
+        """Replace one ``_cdc_meta`` entry; call inside the transaction it belongs with."""
+        self.destination.execute(self.dialect.delete_where(self.schema, META, "key", key))
+        self.destination.execute(self.dialect.insert_row(self.schema, META, {"key": key, "value": value}))
+
     def watermarks(self) -> dict[str, Watermark]:
         rows = self.destination.query(
             self.dialect.select_all(self.schema, WATERMARKS, WATERMARK_COLUMNS, order_by="table_name")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
 from cdc_sync.arrow_kernels import cast, index_of, maximum
 
 
-def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> Iterator[pa.RecordBatch]:
-    """Replace personal data by its SHA-256 hex digest, so it can still be joined and counted, not read."""
+def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str],
+                 hex_digest: Callable[[bytes], str]) -> Iterator[pa.RecordBatch]:
+    """Replace personal data by a hex digest (see :mod:`cdc_sync.digests` for what each kind hides), so it can
+    still be joined and counted."""
     for batch in batches:
         if not names:
             yield batch
@@ -21,7 +22,7 @@ def hash_columns(batches: Iterable[pa.RecordBatch], names: frozenset[str]) -> It
             if name in names:
                 values = cast(arrays[index], pa.string()).to_pylist()
                 arrays[index] = pa.array(
-                    [None if v is None else hashlib.sha256(v.encode()).hexdigest() for v in values], pa.string()
+                    [None if v is None else hex_digest(v.encode()) for v in values], pa.string()
                 )
         yield pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 

@@ -1,5 +1,10 @@
 """Database URLs: parsing, engine detection and redaction.
 
+Everything that shows a URL shows :func:`redact`: the password and every query value are hidden, except the
+values of a few keys that carry no credential (``SAFE_QUERY_KEYS``). Drivers receive any other query option
+(``?token=…``, ``?private_key_file_pwd=…``, ``?secret_access_key=…``), and their errors may echo it back, so
+:func:`scrub` hides those values in any text built from a driver's error.
+
 URLs have SQLAlchemy's shape (``dialect+driver://user:password@host:port/database?key=value``; ``sqlite:///rel.db``
 and ``duckdb:////abs/path.duckdb`` for files) and are split, percent-decoded and re-encoded by the standard
 library's :mod:`urllib.parse`. :class:`URL` only names the parts. SQLAlchemy's own URL object would cost its whole
@@ -8,13 +13,15 @@ import, about 0.3 s, at the start of every cycle, a third of the no-change cycle
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
-from cdc_sync.errors import ConfigError
+from cdc_sync.errors import CdcSyncError, ConfigError
 
 SOURCE_ENGINES = {
     "postgresql": "postgresql",
@@ -36,6 +43,14 @@ HIDDEN_PASSWORD = "***"
 # The source URL option naming the schema that holds Airflow's tables (PostgreSQL: the schema read instead of
 # search_path's; MySQL/MariaDB: the database read instead of the URL's). A cdc_sync option: never sent to a driver.
 SOURCE_SCHEMA_OPTION = "schema"
+# Query keys whose values are shown: settings that carry no credential. Every other value is rendered as ***.
+SAFE_QUERY_KEYS: frozenset[str] = frozenset({
+    "warehouse", "role", "schema", "sslmode", "ssl", "connect_timeout", "login_timeout", "application_name",
+    "application", "charset", "region", "cluster_identifier", "is_serverless", "iam", "timezone",
+})
+# Values shorter than this are not searched for in error text: replacing every "1" would garble it, and a value
+# that short protects nothing.
+MIN_SCRUBBED_LENGTH = 4
 
 
 @dataclass(frozen=True)
@@ -80,11 +95,27 @@ class URL:
         if self.database is not None:
             text += "/" + quote(self.database, safe="/:~")
         if self.query:
-            text += "?" + urlencode(sorted(self.query.items()))
+            query = self.query if not hide_password else {
+                key: value if key.lower() in SAFE_QUERY_KEYS else HIDDEN_PASSWORD for key, value in self.query.items()
+            }
+            text += "?" + urlencode(sorted(query.items()), safe="*")
         return text
 
     def __str__(self) -> str:
         return self.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"URL({self.render_as_string(hide_password=True)!r})"
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The values :func:`redact` hides (password, unsafe query values), as given and percent-encoded."""
+        values = [self.password or ""] + [value for key, value in self.query.items()
+                                          if key.lower() not in SAFE_QUERY_KEYS]
+        # A value may hold settings of its own (``options=-c statement_timeout=…``) that a server echoes one by one.
+        values += [part.partition("=")[2] for value in values[1:] for part in re.split(r"[\s,;&]+", value)]
+        forms = {form for value in values if len(value) >= MIN_SCRUBBED_LENGTH
+                 for form in (value, quote(value, safe=""), quote_plus(value))}
+        return tuple(sorted(forms, key=len, reverse=True))
 
 
 def _frozen(query: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -121,7 +152,7 @@ def parse_url(url: str | URL, *, role: str) -> URL:
     try:
         return make_url(url)
     except ValueError:
-        shown = url.rsplit("@", 1)[-1] if "@" in url else url
+        shown = (url.rsplit("@", 1)[-1] if "@" in url else url).split("?", 1)[0]  # no password, no query value
         raise ConfigError(
             f"Malformed {role} URL ({shown!r}): expected e.g. postgresql://user:password@host:5432/airflow "
             "or duckdb:///path/to/mirror.duckdb."
@@ -141,8 +172,36 @@ def engine_of(url: URL, *, role: str) -> str:
         ) from None
 
 
+def scrub(text: str, *urls: URL | None, secrets: Iterable[Any] = ()) -> str:
+    """``text`` (e.g. a driver's error message) with every secret of ``urls`` and every value of ``secrets``
+    replaced by ``***``: drivers echo connection parameters back in their errors."""
+    values = {value for url in urls if url is not None for value in url.secret_values()}
+    values.update(str(value) for value in secrets if value is not None and len(str(value)) >= MIN_SCRUBBED_LENGTH)
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, HIDDEN_PASSWORD)
+    return text
+
+
+@contextmanager
+def scrubbed_errors(*urls: URL | None, secrets: Iterable[Any] = ()) -> Iterator[None]:
+    """A boundary: a :class:`CdcSyncError` leaving it has its message scrubbed, and loses any chained driver error
+    whose text holds a secret (a traceback would print it: Airflow logs a failed task's)."""
+    try:
+        yield
+    except CdcSyncError as error:
+        secrets = tuple(secrets)
+        error.args = (scrub(str(error), *urls, secrets=secrets), *error.args[1:])
+        cause = error.__cause__ or error.__context__
+        while cause is not None:
+            if scrub(str(cause), *urls, secrets=secrets) != str(cause):
+                error.__cause__, error.__suppress_context__ = None, True
+                break
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
 def redact(url: URL | str) -> str:
-    """Render a URL for messages and logs with its password hidden."""
+    """Render a URL for messages and logs: the password and every query value but harmless settings hidden."""
     if isinstance(url, str):
         try:
             url = make_url(url)

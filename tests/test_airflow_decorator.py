@@ -18,6 +18,7 @@ import pytest
 
 from tests.airflow_schema import PG_URL, airflow_migrate, pg_execute, pg_recreate_database
 from tests.conftest import IN_CI
+from tests.mirror_check import mirror_query
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "tests" / "dags"
@@ -277,6 +278,32 @@ def test_function_overrides_and_outlets_of_one_run(monkeypatch, airflow3_source,
         operator.run_cycle({"destination_schema": "elsewhere"})
     with pytest.raises(AirflowFailException, match="return None or a dict"):
         operator.run_cycle(["dag_run"])
+
+
+
+def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_driver(monkeypatch, tmp_path):
+    import hashlib
+    import hmac
+    import sqlite3
+
+    from cdc_sync.airflow.connections import destination_settings
+
+    key = "connection-extra-hash-key-1"
+    _, options = destination_settings("redshift", _mapping(conn_type="redshift", host="h", login="u",
+                                                           password="pw-123456", extra={"hash_key": key}))
+    assert "hash_key" not in options
+    source = tmp_path / "airflow.db"
+    with sqlite3.connect(source) as connection:
+        connection.execute("CREATE TABLE ab_user (id INTEGER PRIMARY KEY, email TEXT)")
+        connection.execute("INSERT INTO ab_user VALUES (1, 'ada@example.com')")
+    mirror = tmp_path / "m.duckdb"
+    monkeypatch.delenv("CDC_SYNC_HASH_KEY", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror),
+                                                        "extra": {"hash_key": key}}))
+    _operator(db_type="duckdb", connection_id="main", source_url=f"sqlite:///{source}", tables=["ab_user"],
+              hash_columns=["ab_user.email"], destination_schema="mirror").run_cycle(None)
+    assert mirror_query(f"duckdb:///{mirror}", 'SELECT email FROM "mirror"."ab_user"') == \
+        [(hmac.new(key.encode(), b"ada@example.com", hashlib.sha256).hexdigest(),)]
 
 
 # --- Real runs ------------------------------------------------------------------------------------------------

@@ -61,6 +61,10 @@ def engine_for_db_type(db_type: str) -> str:
     return engine
 
 
+# The warehouse connection's extra that holds the key of hashed columns' HMAC digests (cdc_sync.digests).
+HASH_KEY_EXTRA = "hash_key"
+
+
 def extra_field(mapping: ConnectionMapping, name: str) -> Any:
     """An extra by its plain name, else by its legacy ``extra__<conn_type>__<name>`` key; None when empty."""
     extra = mapping.get("extra") or {}
@@ -73,6 +77,9 @@ def extra_field(mapping: ConnectionMapping, name: str) -> Any:
 def destination_settings(db_type: str, mapping: ConnectionMapping) -> Settings:
     """(URL, driver options) of the warehouse an Airflow connection points at."""
     engine = engine_for_db_type(db_type)
+    # cdc_sync's own extra is no driver option (Redshift passes every extra to its driver).
+    extra = mapping.get("extra") or {}
+    mapping = {**mapping, "extra": {key: value for key, value in extra.items() if not key.endswith(HASH_KEY_EXTRA)}}
     if engine == "postgresql":
         return _postgres_url(mapping, "postgresql"), {}
     if engine == "duckdb":

@@ -56,7 +56,8 @@ class AirflowDbSyncOperator(BaseOperator):
     :param source_schema: the schema holding Airflow's tables when it is not the connection's default (PostgreSQL:
         instead of ``search_path``; MySQL/MariaDB: the database), as ``?schema=`` in the source URL.
     :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
-        :func:`cdc_sync.sync`.
+        :func:`cdc_sync.sync`. Hashed columns get HMAC-SHA-256 under the warehouse connection's extra ``hash_key``
+        (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
         tasks) before failing.
     """
@@ -152,13 +153,14 @@ class AirflowDbSyncOperator(BaseOperator):
         source_url = with_source_schema(resolve.source(self.source_url, self.source_connection_id),
                                         self.source_schema)
         destination_url, options = resolve.destination(self.db_type, self.connection_id)
+        key = resolve.hash_key(self.connection_id)  # None: CDC_SYNC_HASH_KEY, else plain SHA-256
         self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
                       self.destination_schema, redact(destination_url))
         deadline = time.monotonic() + self.lock_wait_seconds
         while True:
             try:
                 return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                            **request)
+                            hash_key=key, **request)
             except CycleAlreadyRunningError:
                 if time.monotonic() >= deadline:
                     raise

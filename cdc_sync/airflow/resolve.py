@@ -13,7 +13,13 @@ from cdc_sync.airflow.compat import (
     get_connection,
     mask_secret,
 )
-from cdc_sync.airflow.connections import connection_mapping, destination_settings, source_url_from_connection
+from cdc_sync.airflow.connections import (
+    HASH_KEY_EXTRA,
+    connection_mapping,
+    destination_settings,
+    extra_field,
+    source_url_from_connection,
+)
 from cdc_sync.errors import ConfigError
 from cdc_sync.urls import URL, parse_url, redact
 
@@ -46,6 +52,17 @@ def destination(db_type: str, connection_id: str) -> tuple[URL, dict[str, Any]]:
     url, options = destination_settings(db_type, mapping)
     mask_secret(options)  # values under sensitive keys (password, private_key_*, passphrase, token, …)
     return url, options
+
+
+def hash_key(connection_id: str) -> str | None:
+    """The key of hashed columns' HMAC digests, from the warehouse connection's extra ``hash_key``, if set."""
+    try:
+        key = extra_field(_masked_mapping(connection_id), HASH_KEY_EXTRA)
+    except AirflowNotFoundException:
+        return None
+    if key:
+        mask_secret(key)
+    return key
 
 
 def source(source_url: str | None, source_connection_id: str) -> URL:

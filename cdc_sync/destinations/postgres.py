@@ -14,7 +14,7 @@ from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statem
 from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.sources.postgres import conninfo_from_url
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import URL, redact, scrub
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollback (serialization, deadlock),
 # insufficient resources, operator intervention (e.g. admin shutdown); plus lock_not_available.
@@ -72,7 +72,7 @@ class PostgresDestination(Destination):
         try:
             self._connection = psycopg.connect(**{**conninfo_from_url(url), **self.options}, autocommit=False)
         except psycopg.OperationalError as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
+            reason = scrub(" ".join(str(error).split()), url, secrets=self.options.values()) or type(error).__name__
             raise DestinationError(
                 f"Cannot connect to the destination {redact(url)}: {reason}. Check host, port, database and "
                 "credentials."
@@ -80,10 +80,13 @@ class PostgresDestination(Destination):
         self._connection.execute(self.dialect.session_setup().sql)
         self._connection.commit()
 
+    def _scrub(self, error: Exception) -> str:
+        return scrub(str(error), self.url, secrets=self.options.values())
+
     def _translate(self, error: Exception) -> DestinationError:
         sqlstate = getattr(error, "sqlstate", None)
         kind = TransientDestinationError if is_transient(sqlstate) else TerminalDestinationError
-        return kind(f"PostgreSQL destination {redact(self.url)} failed ({sqlstate}): {error}")
+        return kind(f"PostgreSQL destination {redact(self.url)} failed ({sqlstate}): {self._scrub(error)}")
 
     def _cursor_execute(self, statement: Statement) -> Any:
         import psycopg

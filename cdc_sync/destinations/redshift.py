@@ -40,7 +40,7 @@ from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import URL, redact, scrub
 
 VARCHAR_MAX_BYTES = 65_535
 TRUNCATION_MARKER = "…[truncated by cdc_sync: {size} bytes]"
@@ -289,7 +289,8 @@ class RedshiftDestination(Destination):
                 raise
             sqlstate = sqlstate_of(error)
             kind = TransientDestinationError if is_transient(sqlstate) else TerminalDestinationError
-            raise kind(f"Redshift {redact(self.url)} failed ({sqlstate}): {error}") from error
+            raise kind(f"Redshift {redact(self.url)} failed ({sqlstate}): "
+                       f"{scrub(str(error), self.url, secrets=self.options.values())}") from error
         return cursor
 
     def execute(self, statement: Statement) -> int:

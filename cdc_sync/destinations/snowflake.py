@@ -33,7 +33,7 @@ from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement
 from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import URL, redact, scrub
 
 DDL_VERBS = ("CREATE", "ALTER", "DROP")
 # Rows per Parquet file: a few tens of MB per file, which is what COPY INTO loads fastest.
@@ -281,7 +281,8 @@ class SnowflakeDestination(Destination):
         except snowflake.connector.errors.Error as error:
             errno, sqlstate = getattr(error, "errno", None), getattr(error, "sqlstate", None)
             kind = TransientDestinationError if is_transient(errno, sqlstate) else TerminalDestinationError
-            raise kind(f"Snowflake {redact(self.url)} failed (error {errno}, {sqlstate}): {error.msg}") from error
+            raise kind(f"Snowflake {redact(self.url)} failed (error {errno}, {sqlstate}): "
+                       f"{scrub(str(error.msg), self.url, secrets=self.options.values())}") from error
 
     def execute(self, statement: Statement) -> int:
         if isinstance(statement, StagingStatement):

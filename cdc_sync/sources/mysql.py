@@ -21,7 +21,7 @@ from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, scrub, source_schema
 
 BATCH_ROWS = 50_000  # rows fetched from the server per round of the unbuffered cursor
 PAD_COLUMN = "_cdc_pad"
@@ -260,7 +260,7 @@ class MySQLSource(Source):
             self._is_mariadb = "mariadb" in str(version).lower()
         except pymysql.Error as error:
             raise SourceError(
-                f"Cannot connect to the source {redact(url)}: {_reason(error)}. Check host, port, database and "
+                f"Cannot connect to the source {redact(url)}: {_reason(error, url)}. Check host, port, database and "
                 "credentials."
             ) from None
         self._sees_open_writes = True
@@ -273,7 +273,7 @@ class MySQLSource(Source):
                 cursor.execute(sql, params or None)
                 return list(cursor.fetchall())
         except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error)}") from error
+            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error, self._url)}") from error
 
     def _reconnect_if_lost(self) -> None:
         """A source kept open across a long cycle may have been dropped by the server (wait_timeout)."""
@@ -339,11 +339,13 @@ class MySQLSource(Source):
             for statement in SNAPSHOT_SQL:
                 self._query_raw(statement)
         except pymysql.Error as error:
-            raise SourceError(f"Opening a snapshot of {redact(self._url)} failed: {_reason(error)}") from error
+            raise SourceError(
+                f"Opening a snapshot of {redact(self._url)} failed: {_reason(error, self._url)}"
+            ) from error
         try:
             yield MySQLSnapshot(self._connection, horizon)
         except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error)}") from error
+            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error, self._url)}") from error
         finally:
             # If the connection is gone, the server has ended the transaction with it.
             with suppress(pymysql.Error):
@@ -356,7 +358,7 @@ class MySQLSource(Source):
         self._connection.close()
 
 
-def _reason(error: Exception) -> str:
-    """The server's message without the driver's tuple wrapping (it never holds the password)."""
+def _reason(error: Exception, url: URL) -> str:
+    """The server's message without the driver's tuple wrapping, with the URL's secrets hidden."""
     args = getattr(error, "args", ())
-    return str(args[1]) if len(args) > 1 else str(error) or type(error).__name__
+    return scrub(str(args[1]) if len(args) > 1 else str(error), url) or type(error).__name__

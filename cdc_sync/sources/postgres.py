@@ -25,7 +25,7 @@ from cdc_sync.sources.base import (
 )
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, scrub, source_schema
 
 TYPE_MAP: dict[str, LogicalType] = {
     "bool": LogicalType.BOOLEAN,
@@ -222,7 +222,7 @@ class PostgresSource(Source):
         try:
             self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=True)
         except psycopg.OperationalError as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
+            reason = scrub(" ".join(str(error).split()), url) or type(error).__name__
             raise SourceError(
                 f"Cannot connect to the source {redact(url)}: {reason}. Check host, port, database and credentials."
             ) from None
@@ -294,7 +294,8 @@ class PostgresSource(Source):
                 horizon = Horizon(started, oldest, bool(sees_all), seen_rows)
                 yield PostgresSnapshot(connection, horizon)
         except psycopg.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
+            reason = scrub(str(error), self._url)
+            raise SourceError(f"Reading the source {redact(self._url)} failed: {reason}") from error
         finally:
             connection.autocommit = True
 
