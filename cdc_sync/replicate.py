@@ -10,7 +10,6 @@ since the last read; the MERGE updates those without comparing columns, see
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
@@ -29,7 +28,7 @@ from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
 from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
-from cdc_sync.lanes import run_in_lanes
+from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
 from cdc_sync.report import CycleReport, TableReport
@@ -97,6 +96,10 @@ class TableCycle:
         self.state = state
         self.schema = config.schema
         self.cycle_id = cycle_id
+
+    def on_connection(self, destination: Destination) -> TableCycle:
+        """The same cycle's work on another warehouse connection (a lane of its own)."""
+        return TableCycle(self.config, destination, StateStore(destination, self.schema), self.cycle_id)
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
             report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None,
@@ -329,10 +332,14 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)
-                lanes = _lane_count(config, destination, plans, watermarks, resync)
+                lanes = lane_count(config, destination, plans, watermarks, resync)
                 if lanes > 1:
-                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
-                                                        known_columns))
+                    def sync_table(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+                        return _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False,
+                                         known_columns)
+
+                    report.tables.extend(sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
+                                                       sync_table))
                 else:
                     for plan in plans:
                         table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync,
@@ -344,58 +351,6 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 destination.unlock(config.schema)
     report.finished_at = utc_now()
     return report
-
-
-def _lane_count(config: SyncConfig, destination: Destination, plans: list[TablePlan],
-                watermarks: dict[str, Watermark], resync: bool) -> int:
-    """Tables run side by side only in cycles of an already mirrored schema: there every table's work is bounded
-    (changes since its watermark), while first loads and resyncs stream whole tables one at a time, in the memory
-    budget of one table."""
-    mirrored = all(plan.name in watermarks and watermarks[plan.name].last_success_at is not None for plan in plans)
-    if resync or not mirrored or len(plans) < 2 or not destination.supports_concurrent_tables:
-        return 1
-    return min(config.parallel_tables, len(plans))
-
-
-def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: list[TablePlan],
-                   watermarks: dict[str, Watermark], on_table: TableCallback | None, lanes: int,
-                   known_columns: dict[str, dict[str, str]]) -> list[TableReport]:
-    """Sync the tables on ``lanes`` lanes, the largest first; reports come back in plan order.
-
-    The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
-    and a warehouse connection of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
-    callback_lock = threading.Lock()
-
-    def lane(lane_cycle: TableCycle, lane_source: Source) -> Callable[[TablePlan], TableReport]:
-        def sync(plan: TablePlan) -> TableReport:
-            table_report = _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False, known_columns)
-            if on_table:
-                with callback_lock:
-                    on_table(table_report)
-            return table_report
-        return sync
-
-    with contextlib.ExitStack() as connections:
-        workers = [lane(cycle, source)]
-        for _ in range(lanes - 1):
-            try:
-                lane_source = connections.enter_context(open_source(config.source_url))
-                lane_destination = connections.enter_context(
-                    open_destination(config.destination_url, config.destination_options)
-                )
-            except CdcSyncError as error:
-                log.warning("Syncing with %d table(s) at a time: another connection could not be opened: %s",
-                            len(workers), error)
-                break
-            lane_destination.share_with_concurrent_tables()
-            workers.append(lane(TableCycle(config, lane_destination, StateStore(lane_destination, config.schema),
-                                           cycle.cycle_id), lane_source))
-        if len(workers) > 1:
-            cycle.destination.share_with_concurrent_tables()
-        # Largest mirror first, so that the small tables fill the other lanes meanwhile.
-        by_size = sorted(plans, key=lambda plan: -(watermarks[plan.name].live_rows or 0))
-        reports = {table_report.table: table_report for table_report in run_in_lanes(by_size, workers)}
-    return [reports[plan.name] for plan in plans]
 
 
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:
