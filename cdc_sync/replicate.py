@@ -97,6 +97,7 @@ class TableCycle:
         self.state = state
         self.schema = config.schema
         self.cycle_id = cycle_id
+        self._reads: list[Iterator[pa.RecordBatch]] = []
 
     def on_connection(self, destination: Destination) -> TableCycle:
         """The same cycle's work on another warehouse connection (a lane of its own)."""
@@ -119,7 +120,8 @@ class TableCycle:
         prepare_mirror_table(destination, schema, plan, mirror_columns)
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
-        batches: Iterable = faults.after_first("read", tally.watch(snapshot.read_rows(plan.table, position.where)))
+        rows = self._reading(snapshot.read_rows(plan.table, position.where))
+        batches: Iterable = faults.after_first("read", tally.watch(rows))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns)
         read_everything = position.where is None
@@ -247,7 +249,7 @@ class TableCycle:
         key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
         destination.execute(dialect.drop_staging(keys))
         destination.execute(dialect.create_staging(keys, key_columns))
-        rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
+        rows_read = destination.load(keys, key_columns, self._reading(snapshot.read_keys(plan.table, plan.merge_key)))
         faults.point("deletes")
         if rows_read == 0 and not plan.may_become_empty:
             live = int(destination.scalar(dialect.count_live(schema, plan.name)))
@@ -264,6 +266,21 @@ class TableCycle:
         deleted = destination.execute(statement)
         destination.execute(dialect.drop_staging(keys))
         return max(deleted, 0), None
+
+    def _reading(self, stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        self._reads.append(stream)
+        return stream
+
+    def end_reads(self) -> None:
+        """Close the source streams of the last attempt, finished or not, before its snapshot ends.
+
+        A stream abandoned by a failure mid-read still holds the source connection (a COPY under way, its read-ahead
+        threads waiting for room): the snapshot's rollback would wait for it forever."""
+        while self._reads:
+            stream = self._reads.pop()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
     def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:
         return RunRecord(

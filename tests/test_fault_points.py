@@ -1,0 +1,180 @@
+"""A real ``cdc-sync run`` process fails at each named point of a table's cycle (cdc_sync/faults.py), by an error
+and, separately, by SIGKILL; the next cycle must then leave an exact mirror on DuckDB, PostgreSQL and Snowflake
+(fakesnow, its databases in files shared with the subprocess).
+
+Before each failing run the source changes in every way a point needs: task instances retried (more rows than a
+staging chunk, so the load has several chunks), a new run, a run deleted (delete reconciliation), a new column with
+a default (so older rows need a backfill), and the keyless table changed. After the next cycle every row and column
+is compared, no key appears twice among all mirror rows, no column awaits a backfill, and the lock was free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import cdc_sync
+from cdc_sync.faults import POINTS
+from cdc_sync.report import CycleReport
+from cdc_sync.state import utc_now
+from tests.fakesnow_rules import make_ddl_commit, skip_null_comments
+from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, source_columns, source_rows
+
+SCHEMA = "airflow-faults"
+TABLES = ["dag_run", "task_instance", "fault_keyless"]
+CHUNK_ROWS = 4  # task_instance retries touch 8 rows a step: two chunks
+LEASE_SECONDS = 0.5
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Mirror:
+    """One destination under test: its URL, an in-process cycle, and a way to read it back."""
+
+    def __init__(self, kind: str, url: str, read_url: str, fakesnow_dir: Path | None = None) -> None:
+        self.kind, self.url, self.read_url, self.fakesnow_dir = kind, url, read_url, fakesnow_dir
+
+    def sync(self, source: str) -> CycleReport:
+        with self._session():
+            return cdc_sync.sync(source, self.url, SCHEMA, tables=TABLES, raise_on_failure=False)
+
+    @contextlib.contextmanager
+    def _session(self):
+        if self.fakesnow_dir is None:
+            yield
+            return
+        import fakesnow
+
+        undo = [skip_null_comments(), make_ddl_commit()]
+        try:
+            with fakesnow.patch(db_path=self.fakesnow_dir):
+                yield
+        finally:
+            for step in undo:
+                step()
+
+    def run_failing(self, source: str, fault: str) -> subprocess.CompletedProcess:
+        """``cdc-sync run`` in a process of its own, with CDC_SYNC_FAULT set."""
+        launcher = [sys.executable, "-m", "tests.fault_run", "--chunk-rows", str(CHUNK_ROWS)]
+        if self.fakesnow_dir is not None:
+            launcher += ["--fakesnow", str(self.fakesnow_dir), "--lease-seconds", str(LEASE_SECONDS)]
+        command = [*launcher, "--", "run", "--source", source, "--destination", self.url, "--schema", SCHEMA,
+                   "--tables", ",".join(TABLES), "--json"]
+        environment = {**os.environ, "CDC_SYNC_FAULT": fault}
+        return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+
+    def query(self, sql: str) -> list[tuple]:
+        return mirror_query(self.read_url, sql)
+
+
+@pytest.fixture(params=["duckdb", "postgresql", "snowflake"])
+def mirror(request: pytest.FixtureRequest, tmp_path: Path) -> Mirror:
+    if request.param == "duckdb":
+        url = f"duckdb:///{tmp_path / 'mirror.duckdb'}"
+        return Mirror("duckdb", url, url)
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_destination")
+        return Mirror("postgresql", url, url)
+    pytest.importorskip("fakesnow")
+    directory = tmp_path / "fakesnow"
+    directory.mkdir()
+    database = f"MIRROR_{uuid.uuid4().hex[:6].upper()}"
+    return Mirror("snowflake", f"snowflake://cdc:secret@acct/{database}?warehouse=WH",
+                  f"duckdb:///{directory / database}.db", directory)
+
+
+def change_source(source: str, step: int) -> None:
+    """Every kind of change the fault points need (see the module docstring)."""
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute(f"ALTER TABLE dag_run ADD COLUMN fault_note_{step} text DEFAULT 'note {step}'")
+        connection.execute(
+            "UPDATE task_instance SET state = 'failed', try_number = try_number + 1, "
+            "updated_at = clock_timestamp() WHERE run_id = ANY(%s)",
+            ([f"scheduled__{2 * step + 1}", f"scheduled__{2 * step + 2}"],))
+        connection.execute(
+            "INSERT INTO dag_run (dag_id, run_id, run_after, state, run_type, clear_number, updated_at) "
+            "VALUES ('dag_1', %s, now(), 'queued', 'manual', 0, clock_timestamp())", (f"fault__{step}",))
+        gone = f"scheduled__{40 + step}"
+        connection.execute("DELETE FROM task_instance WHERE run_id = %s", (gone,))
+        connection.execute("DELETE FROM dag_run WHERE run_id = %s", (gone,))
+        connection.execute("INSERT INTO fault_keyless VALUES (%s, %s)", (f"step {step}", step))
+        connection.execute("DELETE FROM fault_keyless WHERE value = %s", (step - 1,))
+
+
+def plain(value: Any) -> Any:
+    """Snowflake's NUMBER(38,0) reads back from the emulator's file as a Decimal; the source has an int."""
+    return int(value) if isinstance(value, Decimal) and value == value.to_integral_value() else value
+
+
+def assert_exact_mirror(source: str, mirror: Mirror) -> None:
+    for table in ("dag_run", "task_instance"):
+        key = AIRFLOW_KEYS[table]
+        columns = source_columns(source, table)
+        expected = source_rows(source, table, columns, key)
+        actual = mirror_rows(mirror.read_url, SCHEMA, table, columns, key)  # live rows; duplicates fail here
+        assert set(actual) == set(expected), (table, set(expected) ^ set(actual))
+        for identity, row in expected.items():
+            copy = {column: plain(value) for column, value in actual[identity].items()}
+            assert copy == row, (table, identity, {c: (row[c], copy[c]) for c in row if row[c] != copy[c]})
+        every_row = mirror.query(f'SELECT count(*) FROM "{SCHEMA}"."{table}"')[0][0]
+        # Soft-deleted rows included, no key is there twice.
+        assert len(mirror_rows(mirror.read_url, SCHEMA, table, key, key, live_only=False)) == every_row
+    with psycopg.connect(source) as connection:
+        keyless = Counter(connection.execute("SELECT name, value FROM fault_keyless").fetchall())
+    copied = Counter((name, plain(value)) for name, value in
+                     mirror.query(f'SELECT "name", "value" FROM "{SCHEMA}"."fault_keyless"'))
+    assert copied == keyless
+    waiting = mirror.query(f'SELECT table_name FROM "{SCHEMA}"."_cdc_watermarks" WHERE backfill_columns IS NOT NULL')
+    assert waiting == []
+
+
+def assert_lock_free(mirror: Mirror, killed: bool) -> None:
+    """Released by a failed cycle; dropped with a killed one's connection (PostgreSQL, DuckDB's file lock), or
+    expired (a Snowflake lease)."""
+    if mirror.kind == "snowflake":
+        leases = mirror.query(f'SELECT "expires_at" FROM "{SCHEMA}"."_cdc_locks"')
+        if not killed:
+            assert leases == []
+            return
+        assert len(leases) == 1  # a dead cycle cannot release its lease: it expires
+        time.sleep(max(0.0, (leases[0][0] - utc_now()).total_seconds()) + 0.05)
+    elif mirror.kind == "postgresql":
+        deadline = time.monotonic() + 5
+        while mirror.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                           " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")[0][0]:
+            assert time.monotonic() < deadline, "the advisory lock outlived its cycle"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["raise", "kill"])
+def test_every_fault_point_leaves_an_exact_mirror_after_the_next_cycle(airflow3_source: str, mirror: Mirror,
+                                                                       mode: str) -> None:
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("CREATE TABLE fault_keyless (name text, value integer)")
+        connection.execute("INSERT INTO fault_keyless VALUES ('first', 0), ('twice', 1), ('twice', 1)")
+    assert mirror.sync(airflow3_source).ok
+    for step, point in enumerate(POINTS, start=1):
+        change_source(airflow3_source, step)
+        failed = mirror.run_failing(airflow3_source, f"{point}:{mode}")
+        if mode == "kill":
+            assert failed.returncode == -9, (point, failed.returncode, failed.stderr[-2000:])
+        else:
+            assert failed.returncode == 1, (point, failed.stderr[-2000:])
+            assert f"fault injected at {point!r}" in failed.stdout, (point, failed.stdout[-2000:])
+            errors = mirror.query(f'SELECT count(*) FROM "{SCHEMA}"."_cdc_watermarks" '
+                                  "WHERE last_error LIKE '%fault injected%'")
+            assert errors[0][0] >= 1, point
+        assert_lock_free(mirror, killed=mode == "kill")
+        recovered = mirror.sync(airflow3_source)
+        assert recovered.ok, (point, recovered.failed)
+        assert_exact_mirror(airflow3_source, mirror)
