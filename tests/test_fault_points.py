@@ -25,9 +25,11 @@ import psycopg
 import pytest
 
 import cdc_sync
+from cdc_sync import faults
 from cdc_sync.faults import POINTS
 from cdc_sync.report import CycleReport
 from cdc_sync.state import utc_now
+from cdc_sync.table_attempts import ATTEMPTS, BACKOFF_SECONDS
 from tests.fakesnow_rules import make_ddl_commit, skip_null_comments
 from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, source_columns, source_rows
 
@@ -44,9 +46,9 @@ class Mirror:
     def __init__(self, kind: str, url: str, read_url: str, fakesnow_dir: Path | None = None) -> None:
         self.kind, self.url, self.read_url, self.fakesnow_dir = kind, url, read_url, fakesnow_dir
 
-    def sync(self, source: str) -> CycleReport:
+    def sync(self, source: str, tables: list[str] = TABLES) -> CycleReport:
         with self._session():
-            return cdc_sync.sync(source, self.url, SCHEMA, tables=TABLES, raise_on_failure=False)
+            return cdc_sync.sync(source, self.url, SCHEMA, tables=tables, raise_on_failure=False)
 
     @contextlib.contextmanager
     def _session(self):
@@ -178,3 +180,56 @@ def test_every_fault_point_leaves_an_exact_mirror_after_the_next_cycle(airflow3_
         recovered = mirror.sync(airflow3_source)
         assert recovered.ok, (point, recovered.failed)
         assert_exact_mirror(airflow3_source, mirror)
+
+
+def test_a_transient_error_is_retried_within_the_bound_and_a_persistent_one_is_recorded(
+        airflow3_source: str, mirror: Mirror, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry path of cdc_sync.table_attempts, on each destination: a transient error once, then always."""
+    tables = ["dag_run"]
+    assert mirror.sync(airflow3_source, tables).ok
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__7'")
+
+    faults.reached.clear()
+    monkeypatch.setenv("CDC_SYNC_FAULT", "merge:transient")
+    started = time.monotonic()
+    report = mirror.sync(airflow3_source, tables)
+    assert report.ok, report.failed
+    assert faults.reached["merge"] == 2  # failed once, then the retry went through
+    assert time.monotonic() - started < BACKOFF_SECONDS * 2 + 10
+    assert_runs(mirror, ok=2, failed=0)  # a retried table records one run, not its failed attempt
+    assert failed_runs_of(mirror) == []
+    assert mirror.query(f"""SELECT state FROM "{SCHEMA}"."dag_run" WHERE run_id = 'scheduled__7'""") == [("failed",)]
+
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'queued', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__8'")
+    faults.reached.clear()
+    monkeypatch.setenv("CDC_SYNC_FAULT", "merge:transient-always")
+    started = time.monotonic()
+    report = mirror.sync(airflow3_source, tables)
+    waited = time.monotonic() - started
+    assert not report.ok and "fault injected at 'merge'" in report.failed["dag_run"]
+    assert faults.reached["merge"] == ATTEMPTS
+    assert waited >= BACKOFF_SECONDS * (1 + 2)  # backed off between the attempts (0.5 s, then 1 s)
+    assert_runs(mirror, ok=2, failed=1)
+    assert "fault injected at 'merge'" in failed_runs_of(mirror)[0]
+    errors = mirror.query(f"""SELECT last_error FROM "{SCHEMA}"."_cdc_watermarks" WHERE table_name = 'dag_run'""")
+    assert "fault injected at 'merge'" in errors[0][0]
+    assert mirror.query(f"""SELECT state FROM "{SCHEMA}"."dag_run" WHERE run_id = 'scheduled__8'""") \
+        == [("success",)]  # rolled back
+
+    monkeypatch.delenv("CDC_SYNC_FAULT")
+    assert mirror.sync(airflow3_source, tables).ok
+    assert mirror.query(f"""SELECT state FROM "{SCHEMA}"."dag_run" WHERE run_id = 'scheduled__8'""") \
+        == [("queued",)]
+
+
+def assert_runs(mirror: Mirror, *, ok: int, failed: int) -> None:
+    rows = dict(mirror.query(f'SELECT status, count(*) FROM "{SCHEMA}"."_cdc_runs" GROUP BY status'))
+    assert (rows.get("ok", 0), rows.get("failed", 0)) == (ok, failed), rows
+
+
+def failed_runs_of(mirror: Mirror) -> list[str]:
+    return [row[0] for row in mirror.query(f"""SELECT error FROM "{SCHEMA}"."_cdc_runs" WHERE status = 'failed'""")]
