@@ -263,3 +263,20 @@ def test_private_key_content_is_read_as_pem_or_as_base64_of_pem() -> None:
                                  serialization.NoEncryption())
     assert load_private_key(pem.decode(), "pass phrase") == expected
     assert load_private_key(base64.b64encode(pem).decode(), "pass phrase") == expected
+
+
+def test_a_table_without_a_key_is_replaced_whole(airflow3_source, snowflake_url):
+    """Its DELETE opens the transaction, so the staging table must exist before it (DDL would commit)."""
+    url, sent = snowflake_url
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("CREATE TABLE no_key (name text, value integer)")
+        source.execute("INSERT INTO no_key VALUES ('a', 1), ('b', 2), ('b', 2)")
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["no_key"]).ok
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("DELETE FROM no_key WHERE name = 'a'")
+        source.execute("INSERT INTO no_key VALUES ('c', 3)")
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["no_key"]).ok
+    cursor = warehouse(url)
+    cursor.execute("SELECT name, value FROM no_key ORDER BY name")
+    assert [(name, int(value)) for name, value in cursor.fetchall()] == [("b", 2), ("b", 2), ("c", 3)]
+    assert_strict_snowflake(sent)
