@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cdc_sync import faults
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import DELETED_AT, SYNCED_AT, ColumnSpec
 from cdc_sync.errors import SchemaDriftError
@@ -52,6 +53,7 @@ def prepare_mirror_table(destination: Destination, schema: str, plan: TablePlan,
         reported = existing.get(dialect.fold(column.name).lower())
         if reported is None:
             destination.execute(dialect.add_column(schema, plan.name, column))
+            faults.point("column_ddl")
             added.append(column.name)
         elif not dialect.can_hold(reported, column.logical_type):
             raise SchemaDriftError(

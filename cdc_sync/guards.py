@@ -11,6 +11,9 @@
   every change stamped before it, so the table is re-read in full this cycle (deletes reconciled by the table's
   delete mode, so history is kept under ``soft``). A vanished newest row (e.g. its DAG deleted) triggers the same
   re-read: it costs one full read and is always correct.
+* **Backfills** of added columns are remembered in the table's watermark before the column DDL, and committed,
+  so a cycle that fails after the DDL (which commits on its own on Snowflake) still leaves the next cycle a full
+  re-read to do.
 * **Vanished tables**: a table mirrored before that no longer exists in the source (``task_fail`` after an
   upgrade to 3.x) is skipped; its mirror is kept untouched as history.
 """
@@ -18,7 +21,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cdc_sync import catalog
@@ -26,7 +29,7 @@ from cdc_sync.destinations.base import Destination
 from cdc_sync.drift import mirror_columns
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan
 from cdc_sync.sources import SeenRowVersions, SourceSnapshot
-from cdc_sync.state import Watermark
+from cdc_sync.state import StateStore, Watermark
 
 
 def keep_retyped_columns(destination: Destination, schema: str, plan: TablePlan,
@@ -61,6 +64,24 @@ def missing_columns(destination: Destination, plan: TablePlan, existing: dict[st
         return []
     fold = destination.dialect.fold
     return [column.name for column in plan.columns if fold(column.name).lower() not in existing]
+
+
+def remember_backfill(destination: Destination, schema: str, previous: Watermark, added: list[str]) -> Watermark:
+    """Record, and commit, that ``added`` columns await their backfill, before any column DDL runs.
+
+    Where DDL commits on its own (Snowflake), a cycle that fails after its ADD COLUMN leaves the column in place:
+    the next cycle would see no missing column and read only recent changes, and older rows would keep NULL. The
+    mark outlives that failure, and :func:`guard_table` re-reads the table in full until a cycle commits."""
+    waiting = json.loads(previous.backfill_columns) if previous.backfill_columns else []
+    mark = replace(previous, backfill_columns=json.dumps(sorted({*waiting, *added})))
+    destination.begin()
+    try:
+        StateStore(destination, schema).save_watermark(mark)
+        destination.commit()
+    except BaseException:
+        destination.rollback()
+        raise
+    return mark
 
 
 class SourceWasReset(Exception):
@@ -133,6 +154,9 @@ class GuardDecision:
     mirror_columns: dict[str, str]
     # The cursor-table reset probe, left to the cycle: after its read it knows whether a row reaches the watermark.
     check_reset_after_read: bool = False
+    # The table's watermark as the checks left it in the state table, when they wrote it (a remembered backfill):
+    # a retry and a recorded failure must start from it, not from the watermark read when the cycle began.
+    stored: Watermark | None = None
 
 
 def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot, plan: TablePlan,
@@ -153,9 +177,16 @@ def guard_table(destination: Destination, schema: str, snapshot: SourceSnapshot,
         )
     added = missing_columns(destination, plan, existing) if previous is not None else []
     if added:
+        stored = remember_backfill(destination, schema, previous, added)  # type: ignore[arg-type]
         warnings.append(
             f"New source column(s) {', '.join(added)}: {plan.name} is re-read in full this cycle, so every live row "
             "holds them (no resync needed)."
+        )
+        return GuardDecision(None, True, existing, stored=stored)
+    if previous is not None and previous.backfill_columns:
+        warnings.append(
+            f"Column(s) {', '.join(json.loads(previous.backfill_columns))} of {plan.name} were added by a cycle that "
+            "did not finish: the table is re-read in full this cycle, so every live row holds them."
         )
         return GuardDecision(None, True, existing)
     if full:

@@ -10,7 +10,6 @@ since the last read; the MERGE updates those without comparing columns, see
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
@@ -21,16 +20,16 @@ from dataclasses import replace
 from datetime import datetime
 
 import pyarrow as pa
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from cdc_sync import faults
 from cdc_sync.config import SyncConfig
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
 from cdc_sync.digests import digest_for, digest_switches, meta_key
-from cdc_sync.drift import known_mirror_columns, prepare_mirror_table, schema_mirror_columns
-from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError, TransientDestinationError
-from cdc_sync.guards import SourceWasReset, guard_table, reset_warning, source_was_reset, vanished_table_warnings
-from cdc_sync.lanes import run_in_lanes
+from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
+from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
+from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
+from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
@@ -42,8 +41,8 @@ from cdc_sync.sources import (
     open_source,
 )
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
+from cdc_sync.table_attempts import sync_table
 from cdc_sync.transform import Tally, hash_columns, take_rows
-from cdc_sync.urls import scrub
 
 log = logging.getLogger("cdc_sync")
 
@@ -105,6 +104,13 @@ class TableCycle:
         self.schema = config.schema
         self.cycle_id = cycle_id
         self.digest = digest_for(config.hash_key)
+        self._reads: list[Iterator[pa.RecordBatch]] = []
+
+    def on_connection(self, destination: Destination) -> TableCycle:
+        """The same cycle's work on another warehouse connection (a lane of its own)."""
+        lane = TableCycle(self.config, destination, StateStore(destination, self.schema), self.cycle_id)
+        lane.digest_switches = self.digest_switches
+        return lane
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
             report: TableReport, clock_started: float, mirror_columns: dict[str, str] | None = None,
@@ -125,18 +131,20 @@ class TableCycle:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
-        batches: Iterable = tally.watch(snapshot.read_rows(plan.table, position.where))
+        rows = self._reading(snapshot.read_rows(plan.table, position.where))
+        batches: Iterable = faults.after_first("read", tally.watch(rows))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
         read_everything = position.where is None
         live_rows: int | None = None
         if not plan.merge_key:
-            destination.execute(dialect.delete_all(schema, plan.name))
-            report.rows_written = self._append(plan, staging, batches, started)
+            report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
+            faults.point("merge")
         elif read_everything and not destination.scalar(dialect.count_all(schema, plan.name)):
             # A first load: keys are unique within one snapshot, so rows go straight into the empty mirror, with
             # no MERGE and no staging of the whole table.
             report.rows_written = self._append(plan, staging, batches, started)
+            faults.point("merge")
         else:
             source_count = SourceCount(snapshot, plan, needed=not read_everything and plan.delete_mode != "ignore")
             try:
@@ -144,6 +152,7 @@ class TableCycle:
                     plan, staging, batches, started, on_read_end=source_count.start,
                     compare_rows=not snapshot.reads_only_rewritten_rows(position.where),
                 )
+                faults.point("merge")
                 if check_reset and not read_everything:
                     source_count.settle()  # the probe needs the source connection
                     if source_was_reset(snapshot, plan, previous, newest_read=tally.maximum):
@@ -184,15 +193,23 @@ class TableCycle:
         self.state.save_watermark(watermark)
         for column in sorted(plan.hashed_columns):
             self.state.save_meta(meta_key(plan.name, column), self.digest.label)
+        faults.point("state")
         self.state.record_run(self._run_record(plan, report, started, finished))
+        faults.point("commit")
         destination.commit()
         return watermark
 
-    def _append(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch], synced_at: datetime) -> int:
-        """Rows into a mirror that holds none of them (the destination may pass them through its staging table)."""
+    def _append(self, plan: TablePlan, staging: str, batches: Iterable[pa.RecordBatch], synced_at: datetime,
+                replace_all: bool = False) -> int:
+        """Rows into a mirror that holds none of them (the destination may pass them through its staging table).
+
+        ``replace_all`` empties the mirror first (a table without a key is replaced whole). The delete comes after
+        the staging DDL: it opens the data transaction, and on Snowflake DDL inside it would commit it early."""
         destination, dialect = self.destination, self.dialect
         destination.execute(dialect.drop_staging(staging))
         destination.execute(dialect.create_staging(staging, plan.columns))
+        if replace_all:
+            destination.execute(dialect.delete_all(self.schema, plan.name))
         written = destination.append(self.schema, plan.name, staging, plan.columns, batches, synced_at)
         destination.execute(dialect.drop_staging(staging))
         return written
@@ -222,6 +239,7 @@ class TableCycle:
             if exhausted:
                 destination.execute(dialect.drop_staging(staging))
                 return written
+            faults.point("staging")
             destination.execute(dialect.empty_table(staging))
 
     def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, source_rows: Callable[[], int] | int,
@@ -244,7 +262,8 @@ class TableCycle:
         key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
         destination.execute(dialect.drop_staging(keys))
         destination.execute(dialect.create_staging(keys, key_columns))
-        rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
+        rows_read = destination.load(keys, key_columns, self._reading(snapshot.read_keys(plan.table, plan.merge_key)))
+        faults.point("deletes")
         if rows_read == 0 and not plan.may_become_empty:
             live = int(destination.scalar(dialect.count_live(schema, plan.name)))
             if live:
@@ -260,6 +279,21 @@ class TableCycle:
         deleted = destination.execute(statement)
         destination.execute(dialect.drop_staging(keys))
         return max(deleted, 0), None
+
+    def _reading(self, stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        self._reads.append(stream)
+        return stream
+
+    def end_reads(self) -> None:
+        """Close the source streams of the last attempt, finished or not, before its snapshot ends.
+
+        A stream abandoned by a failure mid-read still holds the source connection (a COPY under way, its read-ahead
+        threads waiting for room): the snapshot's rollback would wait for it forever."""
+        while self._reads:
+            stream = self._reads.pop()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
     def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:
         return RunRecord(
@@ -287,20 +321,11 @@ def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable
     callback()
 
 
-def _retrying(function: Callable[[], Watermark]) -> Watermark:
-    """Transient destination failures (dropped connections, serialization) are retried with backoff."""
-    return retry(
-        retry=retry_if_exception_type(TransientDestinationError),
-        stop=stop_after_attempt(3),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        reraise=True,
-    )(function)()
-
-
 def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable[str] | None = None,
               on_table: TableCallback | None = None) -> CycleReport:
     """Run one cycle over the selected tables. Tables fail independently; the report says which did."""
     dialect_for(config.destination_url).validate_schema_name(config.schema)
+    faults.check_environment()
     report = CycleReport(cycle_id=uuid.uuid4().hex, schema=config.schema, started_at=utc_now())
     with open_source(config.source_url) as source:
         available = source.list_tables()
@@ -355,14 +380,18 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                     report.tables.append(table_report)
                     if on_table:
                         on_table(table_report)
-                lanes = _lane_count(config, destination, plans, watermarks, resync)
+                lanes = lane_count(config, destination, plans, watermarks, resync)
                 if lanes > 1:
-                    report.tables.extend(_sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
-                                                        known_columns))
+                    def sync_lane_table(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+                        return sync_table(lane_cycle, lane_source, plan, watermarks.get(plan.name), False,
+                                          known_columns)
+
+                    report.tables.extend(sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
+                                                       sync_lane_table))
                 else:
                     for plan in plans:
-                        table_report = _sync_one(cycle, source, plan, watermarks.get(plan.name), resync,
-                                                 known_columns)
+                        table_report = sync_table(cycle, source, plan, watermarks.get(plan.name), resync,
+                                                  known_columns)
                         report.tables.append(table_report)
                         if on_table:
                             on_table(table_report)
@@ -372,107 +401,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
     return report
 
 
-def _lane_count(config: SyncConfig, destination: Destination, plans: list[TablePlan],
-                watermarks: dict[str, Watermark], resync: bool) -> int:
-    """Tables run side by side only in cycles of an already mirrored schema: there every table's work is bounded
-    (changes since its watermark), while first loads and resyncs stream whole tables one at a time, in the memory
-    budget of one table."""
-    mirrored = all(plan.name in watermarks and watermarks[plan.name].last_success_at is not None for plan in plans)
-    if resync or not mirrored or len(plans) < 2 or not destination.supports_concurrent_tables:
-        return 1
-    return min(config.parallel_tables, len(plans))
-
-
-def _sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: list[TablePlan],
-                   watermarks: dict[str, Watermark], on_table: TableCallback | None, lanes: int,
-                   known_columns: dict[str, dict[str, str]]) -> list[TableReport]:
-    """Sync the tables on ``lanes`` lanes, the largest first; reports come back in plan order.
-
-    The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
-    and a warehouse connection of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
-    callback_lock = threading.Lock()
-
-    def lane(lane_cycle: TableCycle, lane_source: Source) -> Callable[[TablePlan], TableReport]:
-        def sync(plan: TablePlan) -> TableReport:
-            table_report = _sync_one(lane_cycle, lane_source, plan, watermarks.get(plan.name), False, known_columns)
-            if on_table:
-                with callback_lock:
-                    on_table(table_report)
-            return table_report
-        return sync
-
-    with contextlib.ExitStack() as connections:
-        workers = [lane(cycle, source)]
-        for _ in range(lanes - 1):
-            try:
-                lane_source = connections.enter_context(open_source(config.source_url))
-                lane_destination = connections.enter_context(
-                    open_destination(config.destination_url, config.destination_options)
-                )
-            except CdcSyncError as error:
-                log.warning("Syncing with %d table(s) at a time: another connection could not be opened: %s",
-                            len(workers), error)
-                break
-            lane_destination.share_with_concurrent_tables()
-            workers.append(lane(TableCycle(config, lane_destination, StateStore(lane_destination, config.schema),
-                                           cycle.cycle_id), lane_source))
-        if len(workers) > 1:
-            cycle.destination.share_with_concurrent_tables()
-        # Largest mirror first, so that the small tables fill the other lanes meanwhile.
-        by_size = sorted(plans, key=lambda plan: -(watermarks[plan.name].live_rows or 0))
-        reports = {table_report.table: table_report for table_report in run_in_lanes(by_size, workers)}
-    return [reports[plan.name] for plan in plans]
-
-
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:
     schemas = source.describe_tables(tables)
     validate_column_options(config, schemas)
     return [plan_table(schemas[name], config, row_versions=source.has_row_versions) for name in tables]
-
-
-def _sync_one(cycle: TableCycle, source: Source, plan: TablePlan, previous: Watermark | None,
-              full: bool, known_columns: dict[str, dict[str, str]] | None = None) -> TableReport:
-    """Sync one table, retrying transient failures. ``known_columns`` is the schema's mirror columns as read at
-    the start of the cycle (a table absent from it has no mirror yet); only the first attempt trusts it."""
-    report = TableReport(table=plan.name, strategy="full" if full and plan.strategy != "full" else plan.strategy)
-    started = utc_now()
-    clock_started = time.monotonic()
-    first_columns = None if known_columns is None else known_mirror_columns(cycle.destination, known_columns,
-                                                                             plan.name)
-
-    def attempt() -> Watermark:
-        nonlocal clock_started, first_columns
-        clock_started = time.monotonic()
-        report.warnings.clear()
-        columns, first_columns = first_columns, None  # a retry reads them again: the attempt may have changed them
-        with source.snapshot() as snapshot:
-            # Upgrades and resets (cdc_sync.guards): may turn this cycle of the table into a full re-read.
-            decision = guard_table(cycle.destination, cycle.schema, snapshot, plan, previous, full, report.warnings,
-                                   columns)
-            try:
-                try:
-                    return cycle.run(plan, snapshot, decision.previous, decision.read_in_full, report, clock_started,
-                                     decision.mirror_columns, check_reset=decision.check_reset_after_read)
-                except SourceWasReset:
-                    cycle.destination.rollback()
-                    report.warnings.append(reset_warning(plan, decision.previous))  # type: ignore[arg-type]
-                    return cycle.run(plan, snapshot, decision.previous, True, report, clock_started,
-                                     decision.mirror_columns)
-            except BaseException:
-                cycle.destination.rollback()
-                raise
-
-    try:
-        _retrying(attempt)
-        log.info("%s: %s, %d read, %d written, %d deleted, %.2fs", plan.name, report.strategy, report.rows_read,
-                 max(report.rows_written, 0), report.rows_deleted, report.seconds)
-    except CdcSyncError as error:
-        config = cycle.config
-        report.status, report.error = "failed", scrub(str(error), config.source_url, config.destination_url,
-                                                      secrets=config.destination_options.values())
-        report.seconds = round(time.monotonic() - clock_started, 3)
-        log.error("%s failed: %s", plan.name, report.error)
-        cycle.record_failure(plan, previous, report, started)
-    for warning in report.warnings:
-        log.warning("%s: %s", plan.name, warning)
-    return report

@@ -39,6 +39,9 @@ class Watermark:
     row_version: str | None = None
     # The merge key (JSON array) of a source row whose cursor reached high_water_mark: the reset check's first look.
     mark_row_key: str | None = None
+    # Source columns added to the mirror whose values older rows lack (JSON array), remembered before the column
+    # DDL: while set, the table is re-read in full. Cleared by the cycle that commits the backfill.
+    backfill_columns: str | None = None
 
 
 WATERMARK_COLUMNS = tuple(field.name for field in fields(Watermark))

@@ -203,3 +203,19 @@ def test_settings_from_an_airflow_connection():
         "extra": {"iam": "true", "is_serverless": "true", "serverless_work_group": "wg"}})
     arguments = connect_arguments(serverless_url, serverless)
     assert arguments["is_serverless"] is True and arguments["port"] == 5439
+
+
+def test_a_table_without_a_key_is_replaced_whole(airflow3_source, redshift_url):
+    url, sent, pg = redshift_url
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("CREATE TABLE no_key (name text, value integer)")
+        source.execute("INSERT INTO no_key VALUES ('a', 1), ('b', 2), ('b', 2)")
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["no_key"]).ok
+    with psycopg.connect(airflow3_source, autocommit=True) as source:
+        source.execute("DELETE FROM no_key WHERE name = 'a'")
+        source.execute("INSERT INTO no_key VALUES ('c', 3)")
+    assert cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["no_key"]).ok
+    with psycopg.connect(pg) as connection:
+        rows = connection.execute(f'SELECT name, value FROM "{SCHEMA}".no_key ORDER BY name').fetchall()
+    assert rows == [("b", 2), ("b", 2), ("c", 3)]
+    assert_redshift_rules(sent)
