@@ -39,6 +39,8 @@ class DuckDBDialect(Dialect):
         LogicalType.TIMESTAMP_TZ: "TIMESTAMPTZ",
     }
     REPORTED_TYPES = {LogicalType.TIMESTAMP_TZ: "TIMESTAMP WITH TIME ZONE"}
+    KEY_TEXT_TYPE = "VARCHAR"
+    HEX_TO_INTEGER = "CAST('0x' || {} AS UBIGINT)"
 
     def insert_relation(self, staging: str, relation: str, columns: Sequence[ColumnSpec]) -> Statement:
         names = self.column_list([c.name for c in columns])

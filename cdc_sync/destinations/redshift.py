@@ -90,6 +90,10 @@ class RedshiftDialect(LeaseLockDialect):
         LogicalType.TIMESTAMP: "timestamp without time zone",
     }
 
+    # Redshift's TEXT is VARCHAR(256), and it has no bit strings: STRTOL reads hex.
+    KEY_TEXT_TYPE = f"VARCHAR({VARCHAR_MAX_BYTES})"
+    HEX_TO_INTEGER = "STRTOL({}, 16)"
+
     def fold(self, identifier: str) -> str:
         return identifier.lower()
 
