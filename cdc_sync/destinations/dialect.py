@@ -248,6 +248,39 @@ class Dialect:
             f"DELETE FROM {self.table(schema, table)} WHERE {self._absent(schema, table, keys, key, nullable)}"
         )
 
+    def _present(self, schema: str, table: str, keys: str, key: Sequence[str], nullable: frozenset[str]) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {self.quote(keys)} AS k "
+            f"WHERE {self._key_match(key, 'k', self.table(schema, table), nullable)})"
+        )
+
+    def soft_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
+                           nullable: frozenset[str], deleted_at: Any) -> Statement:
+        """Mark deleted the live rows whose keys are in ``keys`` (``cdc-sync verify --fix``: extra rows)."""
+        return Statement(
+            f"UPDATE {self.table(schema, table)} SET {self.quote(DELETED_AT)} = {self.placeholder} "
+            f"WHERE {self.quote(DELETED_AT)} IS NULL AND {self._present(schema, table, keys, key, nullable)}",
+            (deleted_at,),
+        )
+
+    def hard_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
+                           nullable: frozenset[str]) -> Statement:
+        return Statement(
+            f"DELETE FROM {self.table(schema, table)} WHERE {self._present(schema, table, keys, key, nullable)}"
+        )
+
+    def live_text_expression(self, column: ColumnSpec) -> str:
+        """A mirror column as read back for comparison: JSON as its text, everything else as stored."""
+        name = self.quote(column.name)
+        return f"CAST({name} AS TEXT)" if column.logical_type is LogicalType.JSON else name
+
+    def select_live(self, schema: str, table: str, columns: Sequence[ColumnSpec]) -> Statement:
+        """The live rows of a mirror table, only ``columns`` (``cdc-sync verify``)."""
+        select = ", ".join(self.live_text_expression(column) for column in columns)
+        return Statement(
+            f"SELECT {select} FROM {self.table(schema, table)} WHERE {self.quote(DELETED_AT)} IS NULL"
+        )
+
     def empty_table(self, relation: str) -> Statement:
         return Statement(f"DELETE FROM {self.quote(relation)}")
 

@@ -163,6 +163,11 @@ class RedshiftDialect(LeaseLockDialect):
             f"IAM_ROLE {literal(iam_role)} FORMAT AS PARQUET SERIALIZETOJSON"
         )
 
+    def live_text_expression(self, column: ColumnSpec) -> str:
+        if column.logical_type is LogicalType.JSON:
+            return f"JSON_SERIALIZE({self.quote(column.name)})"  # SUPER does not cast to text
+        return super().live_text_expression(column)
+
     def session_setup(self) -> Statement:
         return Statement("SET timezone TO 'UTC'")
 
