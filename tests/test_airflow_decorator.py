@@ -279,6 +279,31 @@ def test_function_overrides_and_outlets_of_one_run(monkeypatch, airflow3_source,
         operator.run_cycle(["dag_run"])
 
 
+def test_verify_option_fails_on_a_mirror_that_is_not_exact_and_fix_repairs_it(monkeypatch, airflow3_source,
+                                                                               tmp_path):
+    import duckdb
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cdc_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="verify"):
+        _operator(db_type="duckdb", connection_id="main", verify="weekly")
+    mirror = tmp_path / "m.duckdb"
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror)}))
+    options = {"db_type": "duckdb", "connection_id": "main", "source_url": airflow3_source,
+               "destination_schema": "mirror", "tables": ["dag_run"]}
+    summary = _operator(**options, verify=True).run_cycle(None)
+    assert summary["verify"]["exact"] and summary["verify"]["tables"][0]["source_rows"] == 50
+    json.dumps(summary, default=str)  # the XCom is JSON
+    with duckdb.connect(str(mirror)) as connection:
+        connection.execute("DELETE FROM mirror.dag_run WHERE run_id = 'scheduled__3'")
+    with pytest.raises(AirflowFailException, match=r"not exact: dag_run: 1 missing"):
+        _operator(**options, verify=True).run_cycle(None)
+    repaired = _operator(**options, verify="fix").run_cycle(None)
+    assert repaired["verify"]["tables"][0]["repaired"] and repaired["verify"]["exact"]
+    assert _operator(**options, verify=True).run_cycle(None)["verify"]["tables"][0]["exact"]
+
+
 # --- Real runs ------------------------------------------------------------------------------------------------
 
 
