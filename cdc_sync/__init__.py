@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc_sync.api import resync, status, sync
+from cdc_sync.api import resync, status, sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.errors import (
     CdcSyncError,
@@ -37,4 +37,5 @@ __all__ = [
     "resync",
     "status",
     "sync",
+    "verify",
 ]

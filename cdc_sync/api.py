@@ -14,6 +14,7 @@ from cdc_sync.replicate import TableCallback, run_cycle
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
 from cdc_sync.urls import URL, parse_url, scrubbed_errors
+from cdc_sync.verification import DEFAULT_CHUNK_ROWS, VerifyReport, verify_mirror
 
 
 def _config(source: str | URL | None, destination: str | URL | None, schema: str | None,
@@ -68,6 +69,28 @@ def resync(
         report = run_cycle(config, resync=True, only_tables=only, on_table=on_table)
     _raise_for_failures(report, raise_on_failure)
     return report
+
+
+def verify(
+    source: str | URL | None = None,
+    destination: str | URL | None = None,
+    schema: str | None = None,
+    *,
+    tables: Iterable[str] | None = None,
+    additional_tables: Iterable[str] | None = None,
+    only: Iterable[str] | None = None,
+    fix: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options: Any,
+) -> VerifyReport:
+    """Prove the mirror exact: compare the keys and a digest of every copied column of each selected table (or
+    only those in ``only``) with the source, chunk by chunk. ``fix`` repairs what differs through the MERGE path
+    (missing and differing rows upserted, extra rows handled by the delete mode), in one transaction per table.
+    ``report.exact`` is False when a difference was found and not repaired."""
+    config = _config(source, destination, schema,
+                     {"tables": tables, "additional_tables": additional_tables, **options})
+    with _secrets_hidden(config):
+        return verify_mirror(config, only=only, fix=fix, chunk_rows=chunk_rows)
 
 
 def status(destination: str | URL | None = None, schema: str | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.config import SyncConfig
+from cdc_sync.deletes import SourceCount, reconcile_deletes
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
 from cdc_sync.digests import digest_for, digest_switches, meta_key
@@ -49,45 +49,6 @@ log = logging.getLogger("cdc_sync")
 TableCallback = Callable[[TableReport], None]
 # Rows staged per MERGE when a table is read in full into a non-empty mirror: bounds memory, amortises each MERGE.
 MERGE_CHUNK_ROWS = 250_000
-
-
-class SourceCount:
-    """The source table's row count in this snapshot, taken on a helper thread while the warehouse MERGEs.
-
-    The count (a full scan or index scan on the source) and the MERGE (warehouse work) use different machines or
-    cores, so they overlap. It starts only once the read stream is exhausted: the source connection is then idle,
-    and only this thread uses it until :meth:`result` or :meth:`settle` joins it.
-    """
-
-    def __init__(self, snapshot: SourceSnapshot, plan: TablePlan, *, needed: bool) -> None:
-        self._snapshot, self._plan, self._needed = snapshot, plan, needed
-        self._thread: threading.Thread | None = None
-        self._count: int | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> None:
-        if self._needed and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cdc_sync-source-count", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._count = self._snapshot.count_rows(self._plan.table)
-        except BaseException as error:  # raised in the cycle's thread by result()
-            self._error = error
-
-    def result(self) -> int:
-        self.start()
-        self.settle()
-        if self._error is not None:
-            raise self._error
-        assert self._count is not None
-        return self._count
-
-    def settle(self) -> None:
-        """Wait for the count to finish, so the snapshot is never closed under it."""
-        if self._thread is not None:
-            self._thread.join()
 
 
 class TableCycle:
@@ -157,8 +118,9 @@ class TableCycle:
                     source_count.settle()  # the probe needs the source connection
                     if source_was_reset(snapshot, plan, previous, newest_read=tally.maximum):
                         raise SourceWasReset(plan.name)
-                report.rows_deleted, live_rows = self._reconcile_deletes(
-                    plan, snapshot, tally.rows if read_everything else source_count.result, report, started
+                report.rows_deleted, live_rows = reconcile_deletes(
+                    destination, schema, plan, snapshot, tally.rows if read_everything else source_count,
+                    report, started, reading=self._reading,
                 )
             finally:
                 source_count.settle()
@@ -241,44 +203,6 @@ class TableCycle:
                 return written
             faults.point("staging")
             destination.execute(dialect.empty_table(staging))
-
-    def _reconcile_deletes(self, plan: TablePlan, snapshot: SourceSnapshot, source_rows: Callable[[], int] | int,
-                           report: TableReport, now: datetime) -> tuple[int, int | None]:
-        """Find rows gone from the source by comparing keys only, and never on an empty or partial read.
-
-        ``source_rows`` is the source table's row count in this snapshot, or a callable that waits for it.
-        Returns the rows marked deleted and, when known without asking again, the mirror's live rows after."""
-        if plan.delete_mode == "ignore":
-            return 0, None
-        destination, dialect, schema = self.destination, self.dialect, self.schema
-        live = int(destination.scalar(dialect.count_live(schema, plan.name)))
-        # After the MERGE every source row of this snapshot is in the mirror, so equal counts mean equal key sets.
-        if callable(source_rows):
-            source_rows = source_rows()
-        if source_rows == live:
-            return 0, live
-        keys = dialect.staging_name(plan.name, "keys")
-        by_name = {c.name: c for c in plan.columns}
-        key_columns = tuple(by_name[name] for name in plan.merge_key)  # the order read_keys streams them in
-        destination.execute(dialect.drop_staging(keys))
-        destination.execute(dialect.create_staging(keys, key_columns))
-        rows_read = destination.load(keys, key_columns, self._reading(snapshot.read_keys(plan.table, plan.merge_key)))
-        faults.point("deletes")
-        if rows_read == 0 and not plan.may_become_empty:
-            live = int(destination.scalar(dialect.count_live(schema, plan.name)))
-            if live:
-                report.warnings.append(
-                    f"The source read of {plan.name} came back empty while the mirror holds {live} live rows; "
-                    "deletions were not applied. Run `cdc-sync resync` if the table really was emptied."
-                )
-            return 0, live
-        if plan.delete_mode == "hard":
-            statement = dialect.hard_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key)
-        else:
-            statement = dialect.soft_delete_absent(schema, plan.name, keys, plan.merge_key, plan.nullable_key, now)
-        deleted = destination.execute(statement)
-        destination.execute(dialect.drop_staging(keys))
-        return max(deleted, 0), None
 
     def _reading(self, stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         self._reads.append(stream)

@@ -281,7 +281,8 @@ def test_function_overrides_and_outlets_of_one_run(monkeypatch, airflow3_source,
 
 
 
-def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_driver(monkeypatch, tmp_path):
+def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_driver(monkeypatch, tmp_path,
+                                                                                 sqlite_airflow3_source):
     import hashlib
     import hmac
     import sqlite3
@@ -292,8 +293,9 @@ def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_drive
     _, options = destination_settings("redshift", _mapping(conn_type="redshift", host="h", login="u",
                                                            password="pw-123456", extra={"hash_key": key}))
     assert "hash_key" not in options
-    source = tmp_path / "airflow.db"
+    source = sqlite_airflow3_source.removeprefix("sqlite:///")  # an Airflow 3 database without FAB's ab_user
     with sqlite3.connect(source) as connection:
+        connection.execute("DROP TABLE IF EXISTS ab_user")
         connection.execute("CREATE TABLE ab_user (id INTEGER PRIMARY KEY, email TEXT)")
         connection.execute("INSERT INTO ab_user VALUES (1, 'ada@example.com')")
     mirror = tmp_path / "m.duckdb"
@@ -304,6 +306,31 @@ def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_drive
               hash_columns=["ab_user.email"], destination_schema="mirror").run_cycle(None)
     assert mirror_query(f"duckdb:///{mirror}", 'SELECT email FROM "mirror"."ab_user"') == \
         [(hmac.new(key.encode(), b"ada@example.com", hashlib.sha256).hexdigest(),)]
+
+
+def test_verify_option_fails_on_a_mirror_that_is_not_exact_and_fix_repairs_it(monkeypatch, airflow3_source,
+                                                                               tmp_path):
+    import duckdb
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cdc_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="verify"):
+        _operator(db_type="duckdb", connection_id="main", verify="weekly")
+    mirror = tmp_path / "m.duckdb"
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror)}))
+    options = {"db_type": "duckdb", "connection_id": "main", "source_url": airflow3_source,
+               "destination_schema": "mirror", "tables": ["dag_run"]}
+    summary = _operator(**options, verify=True).run_cycle(None)
+    assert summary["verify"]["exact"] and summary["verify"]["tables"][0]["source_rows"] == 50
+    json.dumps(summary, default=str)  # the XCom is JSON
+    with duckdb.connect(str(mirror)) as connection:
+        connection.execute("DELETE FROM mirror.dag_run WHERE run_id = 'scheduled__3'")
+    with pytest.raises(AirflowFailException, match=r"not exact: dag_run: 1 missing"):
+        _operator(**options, verify=True).run_cycle(None)
+    repaired = _operator(**options, verify="fix").run_cycle(None)
+    assert repaired["verify"]["tables"][0]["repaired"] and repaired["verify"]["exact"]
+    assert _operator(**options, verify=True).run_cycle(None)["verify"]["tables"][0]["exact"]
 
 
 # --- Real runs ------------------------------------------------------------------------------------------------

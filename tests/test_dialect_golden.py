@@ -106,3 +106,20 @@ REDSHIFT = RedshiftDialect()
 ])
 def test_engine_specific(built: object, expected: object) -> None:
     assert built == expected
+
+
+def test_key_digest_renders_text_and_integer_keys_and_refuses_others() -> None:
+    key = [ColumnSpec("run_id", L.TEXT), ColumnSpec("map_index", L.INTEGER)]
+    assert PostgresDialect().key_digest("s", "t", key).sql == (
+        "SELECT count(*), COALESCE(SUM(('x' || SUBSTRING(h, 1, 8))::bit(32)::bigint), 0), "
+        "COALESCE(SUM(('x' || SUBSTRING(h, 9, 8))::bit(32)::bigint), 0) FROM (SELECT MD5("
+        'COALESCE(CAST("run_id" AS TEXT), %s) || %s || COALESCE(CAST("map_index" AS TEXT), %s)) AS h '
+        'FROM "s"."t" WHERE "_cdc_deleted_at" IS NULL) AS rendered_keys'
+    )
+    assert PostgresDialect().key_digest("s", "t", key).params == ("\x1e", "\x1f", "\x1e")
+    assert "STRTOL(SUBSTRING(h, 1, 8), 16)" in RedshiftDialect().key_digest("s", "t", key).sql
+    assert "CAST(\"run_id\" AS VARCHAR(65535))" in RedshiftDialect().key_digest("s", "t", key).sql
+    assert "TO_NUMBER(SUBSTRING(h, 9, 8), 'XXXXXXXX')" in SnowflakeDialect().key_digest("s", "t", key).sql
+    assert "CAST('0x' || SUBSTRING(h, 1, 8) AS UBIGINT)" in DuckDBDialect().key_digest("s", "t", key).sql
+    for dialect in DIALECTS.values():
+        assert dialect.key_digest("s", "t", [ColumnSpec("at", L.TIMESTAMP_TZ)]) is None

@@ -44,6 +44,9 @@ def redshift_url(postgres_destination, monkeypatch):
     with psycopg.connect(postgres_destination, autocommit=True) as connection:
         connection.execute("CREATE FUNCTION json_parse(text) RETURNS jsonb LANGUAGE sql IMMUTABLE "
                            "AS 'SELECT $1::jsonb'")
+        # Redshift's STRTOL, for the key digest's hex slices (base 16 only).
+        connection.execute("CREATE FUNCTION strtol(text, integer) RETURNS bigint LANGUAGE sql IMMUTABLE "
+                           "AS $$SELECT ('x' || lpad($1, 16, '0'))::bit(64)::bigint$$")
     sent: list[str] = []
     original = RedshiftDestination._cursor_execute
 

@@ -37,6 +37,9 @@ def driver_url(postgres_destination, proxy, monkeypatch):
     with psycopg.connect(postgres_destination, autocommit=True) as connection:
         connection.execute("CREATE FUNCTION json_parse(text) RETURNS jsonb LANGUAGE sql IMMUTABLE "
                            "AS 'SELECT $1::jsonb'")
+        # Redshift's STRTOL, for the key digest's hex slices (base 16 only).
+        connection.execute("CREATE FUNCTION strtol(text, integer) RETURNS bigint LANGUAGE sql IMMUTABLE "
+                           "AS $$SELECT ('x' || lpad($1, 16, '0'))::bit(64)::bigint$$")
     monkeypatch.setattr(RedshiftDestination, "dialect", PostgresStandInDialect())
     database = postgres_destination.rsplit("/", 1)[1]
     return f"redshift://postgres:x@127.0.0.1:{proxy.port}/{database}", postgres_destination

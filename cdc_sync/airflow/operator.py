@@ -14,13 +14,14 @@ from cdc_sync.airflow import resolve
 from cdc_sync.airflow.compat import AirflowFailException, BaseOperator, OutletAsset
 from cdc_sync.airflow.connections import engine_for_db_type
 from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
-from cdc_sync.api import sync
+from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import DELETE_MODES
 from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
 
+VERIFY_CHOICES = (False, True, "fix")
 # What the decorated function may return (a dict with any of these keys) to adjust one run.
 OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
                                  "hash_columns", "lookback_seconds", "parallel_tables"})
@@ -60,6 +61,8 @@ class AirflowDbSyncOperator(BaseOperator):
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
         tasks) before failing.
+    :param verify: after the cycle, prove the mirror exact (:func:`cdc_sync.verify`): ``True`` fails the task when
+        it is not, ``"fix"`` repairs what differs and logs it. Meant for a weekly DAG: it reads every row.
     """
 
     template_fields = ("tables", "additional_tables", "destination_schema")
@@ -83,9 +86,14 @@ class AirflowDbSyncOperator(BaseOperator):
         lookback_seconds: float = 5.0,
         parallel_tables: int = 2,
         lock_wait_seconds: float = 300.0,
+        verify: bool | str = False,
         **kwargs: Any,
     ) -> None:
         engine_for_db_type(db_type)
+        if verify not in VERIFY_CHOICES:
+            raise ConfigError(f"verify={verify!r} is not a verify option: use False, True (report and fail when the "
+                              "mirror is not exact) or 'fix' (repair it).")
+        self.verify = verify
         if not connection_id or not isinstance(connection_id, str):
             raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
         if deletes not in DELETE_MODES:
@@ -128,7 +136,28 @@ class AirflowDbSyncOperator(BaseOperator):
         self.log.info("Cycle %s: %d table(s) synced into %r in %ss", report.cycle_id, len(report.tables),
                       report.schema, summary["seconds"])
         self._publish_synced(report)
+        if self.verify:
+            summary["verify"] = self._verify(self._request(overrides))
         return summary
+
+    def _verify(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Compare the mirror with the source after the cycle; fail the task if it is not exact (unless fixed)."""
+        source_url = resolve.source(self.source_url, self.source_connection_id)
+        destination_url, options = resolve.destination(self.db_type, self.connection_id)
+        report = verify(source_url, destination_url, self.destination_schema, destination_options=options,
+                        fix=self.verify == "fix", **request)
+        for table in report.tables:
+            if not table.exact:
+                self.log.warning("%s: %d missing, %d extra, %d differing row(s)%s", table.table, table.missing,
+                                 table.extra, table.differing, ", repaired" if table.repaired else "")
+        if not report.exact:
+            raise AirflowFailException(
+                f"The mirror in schema {report.schema!r} is not exact: "
+                + "; ".join(f"{t.table}: {t.missing} missing, {t.extra} extra, {t.differing} differing"
+                            for t in report.tables if not t.exact)
+                + ". Run with verify='fix' (or cdc-sync verify --fix) to repair it."
+            )
+        return report.summary()
 
     def _request(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         if overrides is not None and not isinstance(overrides, Mapping):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -72,6 +72,13 @@ class Destination(ABC):
                 return inserted
             self.execute(self.dialect.empty_table(staging))
 
+    def stream(self, statement: Statement, schema: pa.Schema, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """A query's rows as Arrow batches of ``schema``. This generic form fetches the whole result first;
+        destinations that can stream override it, so that memory stays bounded however large the table."""
+        rows = self.query(statement)
+        for start in range(0, len(rows), batch_rows):
+            yield rows_to_batch(rows[start:start + batch_rows], schema)
+
     @abstractmethod
     def try_lock(self, schema: str) -> bool:
         """Take the exclusive cycle lock on ``schema``; False when another cycle holds it."""
@@ -95,3 +102,14 @@ class Destination(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rows_to_batch(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """Driver rows as one Arrow batch of ``schema`` (bytes-like values as bytes, JSON given as text)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for field, values in zip(schema, columns, strict=True):
+        if pa.types.is_binary(field.type):
+            values = tuple(None if v is None else bytes(v) for v in values)
+        arrays.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

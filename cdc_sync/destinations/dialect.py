@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cdc_sync import key_digest
 from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
 
@@ -52,6 +53,10 @@ class Dialect:
     }
     # The names information_schema.columns.data_type reports for each logical type, for drift checks.
     REPORTED_TYPES: ClassVar[dict[LogicalType, str]] = {}
+    # The key-set digest (cdc_sync.key_digest): the text type a key part is cast to, and how eight hex digits of
+    # an MD5 become an unsigned integer.
+    KEY_TEXT_TYPE: ClassVar[str] = "TEXT"
+    HEX_TO_INTEGER: ClassVar[str] = "('x' || {})::bit(32)::bigint"
 
     # ---- identifiers -------------------------------------------------------------------------------------
     def fold(self, identifier: str) -> str:
@@ -243,6 +248,39 @@ class Dialect:
             f"DELETE FROM {self.table(schema, table)} WHERE {self._absent(schema, table, keys, key, nullable)}"
         )
 
+    def _present(self, schema: str, table: str, keys: str, key: Sequence[str], nullable: frozenset[str]) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {self.quote(keys)} AS k "
+            f"WHERE {self._key_match(key, 'k', self.table(schema, table), nullable)})"
+        )
+
+    def soft_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
+                           nullable: frozenset[str], deleted_at: Any) -> Statement:
+        """Mark deleted the live rows whose keys are in ``keys`` (``cdc-sync verify --fix``: extra rows)."""
+        return Statement(
+            f"UPDATE {self.table(schema, table)} SET {self.quote(DELETED_AT)} = {self.placeholder} "
+            f"WHERE {self.quote(DELETED_AT)} IS NULL AND {self._present(schema, table, keys, key, nullable)}",
+            (deleted_at,),
+        )
+
+    def hard_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
+                           nullable: frozenset[str]) -> Statement:
+        return Statement(
+            f"DELETE FROM {self.table(schema, table)} WHERE {self._present(schema, table, keys, key, nullable)}"
+        )
+
+    def live_text_expression(self, column: ColumnSpec) -> str:
+        """A mirror column as read back for comparison: JSON as its text, everything else as stored."""
+        name = self.quote(column.name)
+        return f"CAST({name} AS TEXT)" if column.logical_type is LogicalType.JSON else name
+
+    def select_live(self, schema: str, table: str, columns: Sequence[ColumnSpec]) -> Statement:
+        """The live rows of a mirror table, only ``columns`` (``cdc-sync verify``)."""
+        select = ", ".join(self.live_text_expression(column) for column in columns)
+        return Statement(
+            f"SELECT {select} FROM {self.table(schema, table)} WHERE {self.quote(DELETED_AT)} IS NULL"
+        )
+
     def empty_table(self, relation: str) -> Statement:
         return Statement(f"DELETE FROM {self.quote(relation)}")
 
@@ -252,6 +290,23 @@ class Dialect:
     def count_live(self, schema: str, table: str) -> Statement:
         return Statement(
             f"SELECT count(*) FROM {self.table(schema, table)} WHERE {self.quote(DELETED_AT)} IS NULL"
+        )
+
+    def key_digest(self, schema: str, table: str, key: Sequence[ColumnSpec]) -> Statement | None:
+        """The live rows' count and key digest (:mod:`cdc_sync.key_digest`); None for a key it cannot render."""
+        if not key_digest.renderable([column.logical_type for column in key]):
+            return None
+        p = self.placeholder
+        rendered = f" || {p} || ".join(
+            f"COALESCE(CAST({self.quote(column.name)} AS {self.KEY_TEXT_TYPE}), {p})" for column in key
+        )
+        high = self.HEX_TO_INTEGER.format("SUBSTRING(h, 1, 8)")
+        low = self.HEX_TO_INTEGER.format("SUBSTRING(h, 9, 8)")
+        return Statement(
+            f"SELECT count(*), COALESCE(SUM({high}), 0), COALESCE(SUM({low}), 0) "
+            f"FROM (SELECT MD5({rendered}) AS h FROM {self.table(schema, table)} "
+            f"WHERE {self.quote(DELETED_AT)} IS NULL) AS rendered_keys",
+            key_digest.parameters(len(key)),
         )
 
     def count_rows(self, relation: str) -> Statement:

@@ -39,6 +39,8 @@ class DuckDBDialect(Dialect):
         LogicalType.TIMESTAMP_TZ: "TIMESTAMPTZ",
     }
     REPORTED_TYPES = {LogicalType.TIMESTAMP_TZ: "TIMESTAMP WITH TIME ZONE"}
+    KEY_TEXT_TYPE = "VARCHAR"
+    HEX_TO_INTEGER = "CAST('0x' || {} AS UBIGINT)"
 
     def insert_relation(self, staging: str, relation: str, columns: Sequence[ColumnSpec]) -> Statement:
         names = self.column_list([c.name for c in columns])
@@ -46,6 +48,29 @@ class DuckDBDialect(Dialect):
 
     def session_setup(self) -> Statement:
         return Statement("SET TimeZone = 'UTC'")
+
+    # ---- row digests of Arrow streams (cdc-sync verify), computed in an in-process DuckDB ----------------------
+    def _hashes(self, key: Sequence[str], columns: Sequence[str]) -> str:
+        """The bucket (a bound modulus) and the row hash; DuckDB's hash is the same for the same Arrow values."""
+        return f"hash({self.column_list(key)}) % ? AS bucket, hash({self.column_list(columns)}) AS row_hash"
+
+    def bucket_digests(self, relation: str, key: Sequence[str], columns: Sequence[str], buckets: int) -> Statement:
+        """Per bucket of the key's hash: the row count and the sum of the rows' hashes (order does not matter)."""
+        return Statement(
+            f"SELECT bucket, count(*), sum(row_hash) FROM (SELECT {self._hashes(key, columns)} "
+            f"FROM {self.quote(relation)}) AS hashed GROUP BY bucket",
+            (buckets,),
+        )
+
+    def rows_in_buckets(self, relation: str, key: Sequence[str], columns: Sequence[str], buckets: int,
+                        chosen: Sequence[int]) -> Statement:
+        """Every column of the rows in the ``chosen`` buckets, then their row hash."""
+        return Statement(
+            f"SELECT * EXCLUDE (bucket) FROM (SELECT {self.column_list(columns)}, "
+            f"{self._hashes(key, columns)} FROM {self.quote(relation)}) AS hashed "
+            "WHERE list_contains(?, bucket)",
+            (buckets, list(chosen)),
+        )
 
     def memory_limit(self, limit: str) -> Statement:
         # SET takes no bound parameter; the value is one of this module's constants, never user input.
@@ -59,6 +84,18 @@ class DuckDBDialect(Dialect):
             f"SELECT {names}, ? FROM {self.quote(relation)}",
             (synced_at,),
         )
+
+
+def arrow_reader(result: Any, batch_rows: int) -> pa.RecordBatchReader:
+    """A DuckDB result as a stream of Arrow batches (DuckDB 2 renamed ``fetch_record_batch`` ``to_arrow_reader``)."""
+    if hasattr(result, "to_arrow_reader"):
+        return result.to_arrow_reader(batch_rows)
+    return result.fetch_record_batch(batch_rows)
+
+
+def arrow_table(result: Any) -> pa.Table:
+    """A DuckDB result as one Arrow table (``fetch_arrow_table`` before DuckDB 2, ``to_arrow_table`` since)."""
+    return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
 
 
 _locks_guard = threading.Lock()
@@ -187,6 +224,12 @@ class DuckDBDestination(Destination):
             # Refused inside an aborted transaction; begin() restores it for the next table then.
             with contextlib.suppress(TerminalDestinationError):
                 self._set_memory_limit(JOIN_MEMORY_LIMIT)
+
+    def stream(self, statement: Statement, schema: pa.Schema, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        reader = arrow_reader(self._run(statement), batch_rows)
+        for batch in reader:
+            yield pa.RecordBatch.from_arrays([column.cast(field.type) for column, field in zip(
+                batch.columns, schema, strict=True)], schema=schema)
 
     def try_lock(self, schema: str) -> bool:
         # Other processes are kept out by DuckDB's own file lock; this guards threads of this process.

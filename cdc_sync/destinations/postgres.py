@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from cdc_sync.destinations.base import Destination
+from cdc_sync.destinations.base import Destination, rows_to_batch
 from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
 from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
 from cdc_sync.sources.postgres import conninfo_from_url
@@ -141,6 +141,18 @@ class PostgresDestination(Destination):
         except psycopg.Error as error:
             raise self._translate(error) from error
         return rows
+
+    def stream(self, statement: Statement, schema: pa.Schema, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """A server-side cursor: the rows stay in PostgreSQL until fetched, one batch at a time."""
+        import psycopg
+
+        try:
+            with self._connection.cursor(name="cdc_sync_stream") as cursor:
+                cursor.execute(statement.sql, statement.params or None)
+                while rows := cursor.fetchmany(batch_rows):
+                    yield rows_to_batch(rows, schema)
+        except psycopg.Error as error:
+            raise self._translate(error) from error
 
     def try_lock(self, schema: str) -> bool:
         acquired = bool(self.scalar(self.dialect.try_lock(schema)))

@@ -90,6 +90,10 @@ class RedshiftDialect(LeaseLockDialect):
         LogicalType.TIMESTAMP: "timestamp without time zone",
     }
 
+    # Redshift's TEXT is VARCHAR(256), and it has no bit strings: STRTOL reads hex.
+    KEY_TEXT_TYPE = f"VARCHAR({VARCHAR_MAX_BYTES})"
+    HEX_TO_INTEGER = "STRTOL({}, 16)"
+
     def fold(self, identifier: str) -> str:
         return identifier.lower()
 
@@ -158,6 +162,11 @@ class RedshiftDialect(LeaseLockDialect):
             f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM {literal(prefix)} "
             f"IAM_ROLE {literal(iam_role)} FORMAT AS PARQUET SERIALIZETOJSON"
         )
+
+    def live_text_expression(self, column: ColumnSpec) -> str:
+        if column.logical_type is LogicalType.JSON:
+            return f"JSON_SERIALIZE({self.quote(column.name)})"  # SUPER does not cast to text
+        return super().live_text_expression(column)
 
     def session_setup(self) -> Statement:
         return Statement("SET timezone TO 'UTC'")

@@ -80,6 +80,9 @@ class SnowflakeDialect(LeaseLockDialect):
         LogicalType.TIMESTAMP: "TIMESTAMP_NTZ",
     }
 
+    KEY_TEXT_TYPE = "VARCHAR"
+    HEX_TO_INTEGER = "TO_NUMBER({}, 'XXXXXXXX')"
+
     def fold(self, identifier: str) -> str:
         return identifier.upper()
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync import key_digest
+from cdc_sync.key_digest import KeyDigest
 from cdc_sync.types import TableSchema
 
 
@@ -19,6 +21,23 @@ def reach_probe_sql(quote: Callable[[str], str], table: str, key: tuple[str, ...
     or after the last one: the source-reset check's probe, by key (an index lookup) or, with no key, a scan."""
     conditions = [f"{quote(name)} = %s" for name in key] + [f"{quote(column)} >= %s"]
     return f"SELECT EXISTS (SELECT 1 FROM {quote(table)} WHERE {' AND '.join(conditions)})"
+
+
+def key_digest_sql(quote: Callable[[str], str], table: str, key: tuple[str, ...], as_text: str,
+                   hex_to_integer: str, concatenate: Callable[[list[str]], str] = " || ".join,
+                   placeholder: str = "%s") -> str:
+    """The row count and key digest of a source table (:mod:`cdc_sync.key_digest`), in the form every warehouse
+    dialect renders too: each key part cast to text by ``as_text`` (a template), parts and bound separators joined
+    by ``concatenate``, MD5, two hex slices summed. ``hex_to_integer`` turns eight hex digits into an unsigned
+    integer."""
+    parts: list[str] = []
+    for index, name in enumerate(key):
+        if index:
+            parts.append(placeholder)  # the separator
+        parts.append(f"COALESCE({as_text.format(quote(name))}, {placeholder})")
+    high, low = hex_to_integer.format("SUBSTR(h, 1, 8)"), hex_to_integer.format("SUBSTR(h, 9, 8)")
+    return (f"SELECT COUNT(*), COALESCE(SUM({high}), 0), COALESCE(SUM({low}), 0) "
+            f"FROM (SELECT MD5({concatenate(parts)}) AS h FROM {quote(table)}) AS rendered_keys")
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,15 @@ class SourceSnapshot(ABC):
     @abstractmethod
     def count_rows(self, table: TableSchema) -> int:
         """The table's row count in this snapshot."""
+
+    def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
+        """The table's row count and key digest in this snapshot (:mod:`cdc_sync.key_digest`), or None where the
+        engine or the key's types cannot render it as the warehouse does."""
+        return None
+
+    @staticmethod
+    def renders_key(table: TableSchema, key: tuple[str, ...]) -> bool:
+        return bool(key) and key_digest.renderable([table.column(name).logical_type for name in key])
 
     def row_reaches(self, table: TableSchema, key: tuple[str, ...], values: tuple[Any, ...], column: str,
                     value: Any) -> bool:

@@ -17,8 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync import key_digest
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, reach_probe_sql
+from cdc_sync.key_digest import KeyDigest
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, key_digest_sql, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, scrub, source_schema
@@ -94,6 +96,8 @@ SESSION_SETUP_SQL = "SET time_zone = '+00:00', net_write_timeout = 3600"
 # A consistent snapshot is only consistent under REPEATABLE READ, whatever the server's default.
 SNAPSHOT_SQL = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
                 "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+# Eight hex digits of an MD5 as an unsigned integer (the key digest, cdc_sync.key_digest).
+HEX_TO_INTEGER = "CAST(CONV({}, 16, 10) AS UNSIGNED)"
 ACCESS_DENIED_CODES = {1227}  # ER_SPECIFIC_ACCESS_DENIED_ERROR: PROCESS privilege missing
 
 
@@ -208,6 +212,16 @@ class MySQLSnapshot(SourceSnapshot):
         with self._connection.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {quote(table.name)}")
             return int(cursor.fetchone()[0])
+
+    def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
+        if not self.renders_key(table, key):
+            return None
+        # MySQL's || is OR, so CONCAT joins; every part is utf8mb4, so that columns of any collation mix.
+        sql = key_digest_sql(quote, table.name, key, "CONVERT({} USING utf8mb4)", HEX_TO_INTEGER,
+                             concatenate=lambda parts: f"CONCAT({', '.join(parts)})")
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, key_digest.parameters(len(key)))
+            return KeyDigest.from_row(cursor.fetchone())
 
     def reaches(self, table: TableSchema, column: str, value: Any) -> bool:
         return self._exists(table, (), column, (_bind(value),))

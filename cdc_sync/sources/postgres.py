@@ -12,7 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync import key_digest
 from cdc_sync.errors import ConfigError, SourceError
+from cdc_sync.key_digest import KeyDigest
 from cdc_sync.sources.base import (
     CursorFilter,
     Horizon,
@@ -21,6 +23,7 @@ from cdc_sync.sources.base import (
     SeenRowVersions,
     Source,
     SourceSnapshot,
+    key_digest_sql,
     reach_probe_sql,
 )
 from cdc_sync.sources.csv_stream import csv_batches
@@ -115,6 +118,8 @@ ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 # table names) reads it. The value is a quoted identifier, bound as a parameter.
 USE_SCHEMA_SQL = "SELECT set_config('search_path', %s, false)"
 CURRENT_SCHEMA_SQL = "SELECT current_schema()"
+# Eight hex digits of an MD5 as an unsigned integer (the key digest, cdc_sync.key_digest).
+HEX_TO_INTEGER = "('x' || {})::bit(32)::bigint"
 SESSION_SETTINGS_SQL = (
     "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 )
@@ -194,6 +199,13 @@ class PostgresSnapshot(SourceSnapshot):
 
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
+
+    def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
+        # char(n) prints padded by COPY (so in the mirror) but casts to text unpadded: not renderable alike.
+        if not self.renders_key(table, key) or any(table.column(name).source_type == "bpchar" for name in key):
+            return None
+        sql = key_digest_sql(quote, table.name, key, "{}::text", HEX_TO_INTEGER)
+        return KeyDigest.from_row(self._connection.execute(sql, key_digest.parameters(len(key))).fetchone())
 
     def row_reaches(self, table: TableSchema, key: tuple[str, ...], values: tuple[Any, ...], column: str,
                     value: Any) -> bool:

@@ -11,6 +11,7 @@ writers, and late commits are covered by the replicator's lookback only.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +21,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync import key_digest
 from cdc_sync.arrow_kernels import call, cast
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.key_digest import KeyDigest
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, key_digest_sql
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
 from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
 
@@ -38,6 +41,16 @@ INDEX_COLUMNS_SQL = "SELECT name FROM pragma_index_info(?) ORDER BY seqno"
 # filter therefore reaches one second further back and the exact comparison is done on the parsed values.
 TIME_FILTER_SQL = "julianday({column}) > julianday(?) - 1.0 / 86400"
 SQL_TEXT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# SQLite has no MD5 and no hex parsing: the key digest (cdc_sync.key_digest) calls these, registered per connection.
+MD5_FUNCTION, HEX_FUNCTION = "MD5", "cdc_hex_integer"
+
+
+def md5_hex(text: str | None) -> str | None:
+    return None if text is None else hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def hex_integer(digits: str | None) -> int | None:
+    return None if digits is None else int(digits, 16)
 
 DECLARED_TYPES: tuple[tuple[str, LogicalType], ...] = (
     # Checked in order against the declared type, upper-cased, as SQLite's own affinity rules do.
@@ -171,6 +184,12 @@ class SQLiteSnapshot(SourceSnapshot):
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
 
+    def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
+        if not self.renders_key(table, key):
+            return None
+        sql = key_digest_sql(quote, table.name, key, "CAST({} AS TEXT)", HEX_FUNCTION + "({})", placeholder="?")
+        return KeyDigest.from_row(self._connection.execute(sql, key_digest.parameters(len(key))).fetchone())
+
 
 class SQLiteSource(Source):
     engine = "sqlite"
@@ -194,6 +213,8 @@ class SQLiteSource(Source):
                                                isolation_level=None, check_same_thread=False, timeout=30)
         except sqlite3.Error as error:
             raise SourceError(f"Cannot open the SQLite source {self._path}: {error}.") from None
+        self._connection.create_function(MD5_FUNCTION, 1, md5_hex, deterministic=True)
+        self._connection.create_function(HEX_FUNCTION, 1, hex_integer, deterministic=True)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import sqlite3
