@@ -3,8 +3,9 @@
 A cycle first compares cheap aggregates: the source's row count in the read's snapshot (taken on a helper thread
 while the warehouse MERGEs) and the mirror's live rows. After an incremental read, equal counts are not enough, as
 a row the reads missed and a row deleted balance out, so the key digests (:mod:`cdc_sync.key_digest`) of both sides
-must agree as well. Otherwise the source's keys are staged in the warehouse and the rows absent from them follow the
-table's delete mode.
+must agree as well, unless the source's statistics show that no row was deleted since the last check
+(:func:`deletions_since`): then the counts cannot balance that way. Otherwise the source's keys are staged in the
+warehouse and the rows absent from them follow the table's delete mode.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from cdc_sync.destinations.dialect import ColumnSpec
 from cdc_sync.key_digest import KeyDigest
 from cdc_sync.plan import TablePlan
 from cdc_sync.report import TableReport
-from cdc_sync.sources import SourceSnapshot
+from cdc_sync.sources import Horizon, SourceSnapshot
+from cdc_sync.state import Watermark
 
 
 class SourceCount:
@@ -33,8 +35,12 @@ class SourceCount:
     and only this thread uses it until :meth:`result` or :meth:`settle` joins it.
     """
 
-    def __init__(self, snapshot: SourceSnapshot, plan: TablePlan, *, needed: bool) -> None:
+    def __init__(self, snapshot: SourceSnapshot, plan: TablePlan, *, needed: bool, counts_suffice: bool = False,
+                 ) -> None:
+        """``counts_suffice``: the source reports no row deleted from the table since its last delete check (see
+        :func:`deletions_since`), so equal counts prove equal key sets and no digest is taken."""
         self._snapshot, self._plan, self._needed = snapshot, plan, needed
+        self.counts_suffice = counts_suffice
         self._thread: threading.Thread | None = None
         self._count: int | None = None
         self.digest: KeyDigest | None = None
@@ -48,7 +54,7 @@ class SourceCount:
     def _run(self) -> None:
         try:
             plan = self._plan
-            if plan.merge_key and not plan.hashed_columns.intersection(plan.merge_key):
+            if not self.counts_suffice and plan.merge_key and not plan.hashed_columns.intersection(plan.merge_key):
                 self.digest = self._snapshot.key_digest(plan.table, plan.merge_key)
             if self.digest is not None:
                 self._count = self.digest.rows
@@ -69,6 +75,20 @@ class SourceCount:
         """Wait for the count to finish, so the snapshot is never closed under it."""
         if self._thread is not None:
             self._thread.join()
+
+
+def deletions_since(plan: TablePlan, horizon: Horizon, previous: Watermark | None) -> tuple[bool, str | None]:
+    """Whether rows may have been deleted from the table since its last delete check, and the token to keep.
+
+    After a read, every source row of the snapshot is in the mirror, so the source's count exceeds the mirror's
+    live rows by the rows deleted minus the rows the reads missed. With no row deleted, equal counts therefore prove
+    equal key sets, and only then are they trusted alone. The source's statistics say whether a row was deleted
+    (PostgreSQL counts them per table); a deletion they count late only makes a later cycle check again. Where
+    they say nothing, the key digests are compared every time."""
+    recorded = None if horizon.deletes_recorded is None else horizon.deletes_recorded.get(plan.name)
+    token = None if recorded is None or plan.delete_mode == "ignore" else str(recorded)
+    unchanged = token is not None and previous is not None and previous.deletes_recorded == token
+    return not unchanged, token
 
 
 def reconcile_deletes(destination: Destination, schema: str, plan: TablePlan, snapshot: SourceSnapshot,
@@ -93,7 +113,8 @@ def reconcile_deletes(destination: Destination, schema: str, plan: TablePlan, sn
         source_count = source_rows.result()
         mirror = mirror_key_digest(destination, schema, plan) if source_rows.digest is not None else None
         live = mirror.rows if mirror is not None else int(destination.scalar(dialect.count_live(schema, plan.name)))
-        if source_count == live and mirror is not None and mirror == source_rows.digest:
+        digests_agree = mirror is not None and mirror == source_rows.digest
+        if source_count == live and (source_rows.counts_suffice or digests_agree):
             return 0, live
     keys = dialect.staging_name(plan.name, "keys")
     key_columns = key_specs(plan)  # the order read_keys streams them in

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.config import SyncConfig
-from cdc_sync.deletes import SourceCount, reconcile_deletes
+from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.destinations.base import Destination
 from cdc_sync.digests import digest_for, digest_switches, meta_key
@@ -85,6 +85,7 @@ class TableCycle:
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
         position = start_position(plan, previous, self.config.lookback_seconds, full)
+        may_have_deletions, deletes_recorded = deletions_since(plan, horizon, previous)
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
@@ -107,7 +108,8 @@ class TableCycle:
             report.rows_written = self._append(plan, staging, batches, started)
             faults.point("merge")
         else:
-            source_count = SourceCount(snapshot, plan, needed=not read_everything and plan.delete_mode != "ignore")
+            source_count = SourceCount(snapshot, plan, needed=not read_everything and plan.delete_mode != "ignore",
+                                       counts_suffice=not may_have_deletions)
             try:
                 report.rows_written = self._merge_in_chunks(
                     plan, staging, batches, started, on_read_end=source_count.start,
@@ -151,6 +153,7 @@ class TableCycle:
             last_error=None,
             row_version=None if horizon.row_version is None else str(horizon.row_version),
             mark_row_key=row_at_mark,
+            deletes_recorded=deletes_recorded,
         )
         self.state.save_watermark(watermark)
         for column in sorted(plan.hashed_columns):

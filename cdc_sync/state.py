@@ -42,6 +42,9 @@ class Watermark:
     # Source columns added to the mirror whose values older rows lack (JSON array), remembered before the column
     # DDL: while set, the table is re-read in full. Cleared by the cycle that commits the backfill.
     backfill_columns: str | None = None
+    # The source's count of rows deleted from the table when its delete check last ran (PostgreSQL's n_tup_del):
+    # unchanged since, no row was deleted, and equal row counts prove equal key sets. None where unknown.
+    deletes_recorded: str | None = None
 
 
 WATERMARK_COLUMNS = tuple(field.name for field in fields(Watermark))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -105,6 +105,9 @@ class Horizon:
     # Engines with row versions (PostgreSQL): the writes this read sees; the next read of the table takes only
     # rows written by the others. None where the engine has no such notion.
     row_version: SeenRowVersions | None = None
+    # Engines whose statistics count deleted rows (PostgreSQL): that count per table, taken with the snapshot.
+    # None where the engine keeps no such count, or does not keep it now (track_counts off).
+    deletes_recorded: Mapping[str, int] | None = None
 
     @property
     def safe_until(self) -> datetime:

@@ -83,10 +83,12 @@ ORDER BY c.relname
 """
 # The oldest write transaction of *other* sessions on this database: only sessions holding a transaction id
 # have written. Stats visibility needs the same role or pg_read_all_stats; the fourth column tells which.
-# The last column lists the transaction ids from the snapshot's xmin up to its xmax that are still in progress when
+# The fifth column lists the transaction ids from the snapshot's xmin up to its xmax that are still in progress when
 # the statement runs, subtransactions included (pg_current_snapshot() lists top-level ids only); NULL when the range
 # is too wide to check id by id. pg_xact_status needs no privilege: a committed id costs one commit-log lookup, an
-# open one a look at the running transactions.
+# open one a look at the running transactions. The last column is each table's count of deleted rows in the
+# statistics (NULL when track_counts is off): read once per transaction and kept, so it is never later than the
+# snapshot; a deletion counted late only makes the next cycle check again.
 HORIZON_SQL = """
 WITH taken AS (SELECT pg_current_snapshot() AS snapshot)
 SELECT now(), snapshot::text,
@@ -99,6 +101,10 @@ SELECT now(), snapshot::text,
             FROM generate_series(pg_snapshot_xmin(snapshot)::text::bigint,
                                  pg_snapshot_xmax(snapshot)::text::bigint - 1) AS xid
            WHERE pg_xact_status(xid::text::xid8) = 'in progress')
+       END,
+       CASE WHEN current_setting('track_counts')::boolean THEN
+         (SELECT coalesce(json_object_agg(relname, n_tup_del), '{}') FROM pg_stat_user_tables
+           WHERE schemaname = current_schema())
        END
 FROM taken
 """
@@ -299,11 +305,11 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, seen, oldest, sees_all, still_open = connection.execute(
+                started, seen, oldest, sees_all, still_open, deleted = connection.execute(
                     HORIZON_SQL, (SUBTRANSACTION_CHECK_LIMIT,)).fetchone()
                 seen_rows = SeenRowVersions.parse(seen).with_subtransactions(
                     None if still_open is None else set(still_open))
-                horizon = Horizon(started, oldest, bool(sees_all), seen_rows)
+                horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted)
                 yield PostgresSnapshot(connection, horizon)
         except psycopg.Error as error:
             reason = scrub(str(error), self._url)
