@@ -23,9 +23,8 @@ from cdc_sync.destinations.redshift import (
     fit_text,
     redshift_settings_from_connection,
 )
-from cdc_sync.sources.postgres import conninfo_from_url
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import parse_url
+from cdc_sync.urls import parse_url, postgres_conninfo
 
 SCHEMA = "airflow-qwe123"
 TABLES = ["dag", "dag_run", "task_instance", "import_error", "log", "dag_tag"]
@@ -53,7 +52,7 @@ def redshift_url(postgres_destination, monkeypatch):
 
     def connect(self, arguments):
         assert arguments["ssl"] is True  # TLS is the default the real driver would get
-        return psycopg.connect(**conninfo_from_url(parse_url(postgres_destination, role="destination")))
+        return psycopg.connect(**postgres_conninfo(parse_url(postgres_destination, role="destination")))
 
     monkeypatch.setattr(RedshiftDestination, "dialect", PostgresStandInDialect())
     monkeypatch.setattr(RedshiftDestination, "_connect", connect)

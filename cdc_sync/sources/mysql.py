@@ -10,7 +10,8 @@ reader does the typing — several times faster than converting Python tuples, i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import URL, redact
+from cdc_sync.urls import URL, integer_option, redact
 
 BATCH_ROWS = 50_000  # rows fetched from the server per round of the unbuffered cursor
 PAD_COLUMN = "_cdc_pad"
@@ -95,6 +96,7 @@ SESSION_SETUP_SQL = "SET time_zone = '+00:00', net_write_timeout = 3600"
 SNAPSHOT_SQL = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
                 "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 ACCESS_DENIED_CODES = {1227}  # ER_SPECIFIC_ACCESS_DENIED_ERROR: PROCESS privilege missing
+TRUE, FALSE = {"true", "1", "yes", "required"}, {"false", "0", "no"}
 
 
 def quote(identifier: str) -> str:
@@ -147,17 +149,37 @@ def connect_args(url: URL) -> dict[str, Any]:
         "password": url.password or "",
         "database": url.database,
         "charset": "utf8mb4",
+        "unix_socket": url.query.get("unix_socket"),
+        "connect_timeout": integer_option(url, "connect_timeout", role="source"),
+        "ssl": tls_context(url.query),
     }
-    query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
-    if "unix_socket" in query:
-        params["unix_socket"] = query["unix_socket"]
-    if "connect_timeout" in query:
-        params["connect_timeout"] = int(query["connect_timeout"])
-    ssl = {key.removeprefix("ssl_"): value for key, value in query.items()
-           if key in {"ssl_ca", "ssl_cert", "ssl_key"}}
-    if ssl or query.get("ssl", "").lower() in {"true", "1", "required"}:
-        params["ssl"] = ssl or {"check_hostname": False}
     return {key: value for key, value in params.items() if value is not None}
+
+
+def _flag(query: Mapping[str, str], key: str, default: bool) -> bool:
+    value = query.get(key)
+    if value is None:
+        return default
+    if value.lower() not in TRUE | FALSE:
+        raise ConfigError(f"?{key}={value!r} in the source URL must be true or false.")
+    return value.lower() in TRUE
+
+
+def tls_context(query: Mapping[str, str]) -> ssl.SSLContext | None:
+    """TLS as the URL asks (``ssl=true`` or any ``ssl_ca``/``ssl_cert``/``ssl_key``): the server's certificate and
+    host name are verified, against ``ssl_ca`` or the system's CAs. Verification is turned off only when asked:
+    ``ssl_check_hostname=false`` (SQLAlchemy's name) skips the host name, ``ssl_verify_cert=false`` the
+    certificate too. pymysql alone would verify nothing without ``ssl_ca``."""
+    files = {key: query[key] for key in ("ssl_ca", "ssl_cert", "ssl_key") if query.get(key)}
+    if not _flag(query, "ssl", default=bool(files)):
+        return None
+    verify_cert = _flag(query, "ssl_verify_cert", default=True)
+    context = ssl.create_default_context(cafile=files.get("ssl_ca"))
+    context.check_hostname = verify_cert and _flag(query, "ssl_check_hostname", default=True)
+    context.verify_mode = ssl.CERT_REQUIRED if verify_cert else ssl.CERT_NONE
+    if "ssl_cert" in files:
+        context.load_cert_chain(files["ssl_cert"], files.get("ssl_key"))
+    return context
 
 
 def _utc(value: datetime) -> datetime:

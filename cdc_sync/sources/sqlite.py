@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from cdc_sync.arrow_kernels import call, cast
 from cdc_sync.errors import ConfigError, SourceError
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, quote
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
 from cdc_sync.urls import URL, redact
 
@@ -55,10 +55,6 @@ DECLARED_TYPES: tuple[tuple[str, LogicalType], ...] = (
 )
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def logical_type(declared: str) -> LogicalType:
     """Map a declared type; NUMERIC/DECIMAL and everything textual (CHAR(32) UUIDs included) are carried as text."""
     base = re.sub(r"\(.*", "", declared.upper()).strip()
@@ -89,6 +85,21 @@ def _parse_instant(text: Any, aware: bool) -> datetime | None:
     return value if aware else value.replace(tzinfo=None)
 
 
+class NotATime(ValueError):
+    """A value of a time column that no time format reads."""
+
+    def __init__(self, column: str, value: Any) -> None:
+        super().__init__(column, value)
+        self.column, self.value = column, value
+
+
+def _parse_instant_of(column: Column, value: Any, aware: bool) -> datetime | None:
+    try:
+        return _parse_instant(value, aware)
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise NotATime(column.name, value) from None
+
+
 def time_array(values: list[Any], column: Column) -> pa.Array:
     """Text times to Arrow: Arrow's parser for the common uniform case, Python's for mixed forms."""
     aware = column.logical_type is LogicalType.TIMESTAMP_TZ
@@ -96,7 +107,7 @@ def time_array(values: list[Any], column: Column) -> pa.Array:
     try:
         return cast(cast(pa.array(values, pa.string()), pa.timestamp("us")), target)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([_parse_instant(value, aware) for value in values], target)
+        return pa.array([_parse_instant_of(column, value, aware) for value in values], target)
 
 
 def column_array(values: list[Any], column: Column) -> pa.Array:
@@ -139,7 +150,15 @@ class SQLiteSnapshot(SourceSnapshot):
         try:
             while rows := cursor.fetchmany(BATCH_ROWS):
                 values = list(zip(*rows, strict=True))
-                arrays = [column_array(list(values[i]), column) for i, column in enumerate(columns)]
+                try:
+                    arrays = [column_array(list(values[i]), column) for i, column in enumerate(columns)]
+                except NotATime as error:
+                    shown = repr(error.value)[:60]
+                    raise SourceError(
+                        f"The SQLite source's column {error.column} holds {shown}, which is not a date or time: "
+                        "correct that value in the Airflow database (Airflow writes 'YYYY-MM-DD HH:MM:SS.ffffff', "
+                        "UTC), then run the cycle again."
+                    ) from None
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
         finally:
             cursor.close()
