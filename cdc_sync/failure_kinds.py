@@ -81,6 +81,7 @@ SQLSTATE_CLASSES: dict[str, Kind] = {
     "0L": kinds.privilege,  # invalid grantor
     "0P": kinds.privilege,  # invalid role specification
     "0Z": kinds.refused,  # diagnostics exception
+    "10": kinds.refused,  # XQuery error
     "20": kinds.refused,  # case not found
     "21": kinds.data,  # cardinality violation
     "22": kinds.data,

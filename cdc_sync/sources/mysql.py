@@ -171,11 +171,12 @@ def tls_context(query: Mapping[str, str]) -> ssl.SSLContext | None:
     ``ssl_check_hostname=false`` (SQLAlchemy's name) skips the host name, ``ssl_verify_cert=false`` the
     certificate too. pymysql alone would verify nothing without ``ssl_ca``."""
     files = {key: query[key] for key in ("ssl_ca", "ssl_cert", "ssl_key") if query.get(key)}
+    verify_cert = _flag(query, "ssl_verify_cert", default=True)
+    check_hostname = verify_cert and _flag(query, "ssl_check_hostname", default=True)
     if not _flag(query, "ssl", default=bool(files)):
         return None
-    verify_cert = _flag(query, "ssl_verify_cert", default=True)
     context = ssl.create_default_context(cafile=files.get("ssl_ca"))
-    context.check_hostname = verify_cert and _flag(query, "ssl_check_hostname", default=True)
+    context.check_hostname = check_hostname
     context.verify_mode = ssl.CERT_REQUIRED if verify_cert else ssl.CERT_NONE
     if "ssl_cert" in files:
         context.load_cert_chain(files["ssl_cert"], files.get("ssl_key"))
@@ -208,8 +209,6 @@ class MySQLSnapshot(SourceSnapshot):
             cursor.execute(sql, params or None)  # without parameters, a '%' in a name must stay as it is
             for batch in csv_batches(_lines(cursor), padded, hex_prefix=""):
                 yield batch if padded is columns else batch.drop_columns([PAD_COLUMN])
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source failed: {error}") from error
         finally:
             cursor.close()
 
@@ -282,14 +281,9 @@ class MySQLSource(Source):
         self._sees_open_writes = True
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import pymysql
-
-        try:
-            with self._connection.cursor() as cursor:
-                cursor.execute(sql, params or None)
-                return list(cursor.fetchall())
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error)}") from error
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, params or None)
+            return list(cursor.fetchall())
 
     def _reconnect_if_lost(self) -> None:
         """A source kept open across a long cycle may have been dropped by the server (wait_timeout)."""
@@ -347,19 +341,14 @@ class MySQLSource(Source):
     def snapshot(self) -> Iterator[SourceSnapshot]:
         import pymysql
 
-        try:
-            self._reconnect_if_lost()
-            # The horizon is measured before the snapshot opens: a writer that commits in between is then
-            # either visible to the snapshot or was counted as open.
-            horizon = self._horizon()
-            for statement in SNAPSHOT_SQL:
-                self._query_raw(statement)
-        except pymysql.Error as error:
-            raise SourceError(f"Opening a snapshot of {redact(self._url)} failed: {_reason(error)}") from error
+        self._reconnect_if_lost()
+        # The horizon is measured before the snapshot opens: a writer that commits in between is then
+        # either visible to the snapshot or was counted as open.
+        horizon = self._horizon()
+        for statement in SNAPSHOT_SQL:
+            self._query_raw(statement)
         try:
             yield MySQLSnapshot(self._connection, horizon)
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error)}") from error
         finally:
             # If the connection is gone, the server has ended the transaction with it.
             with suppress(pymysql.Error):

@@ -232,8 +232,6 @@ class PostgresSource(Source):
                 started, seen, oldest, sees_all = connection.execute(HORIZON_SQL).fetchone()
                 horizon = Horizon(started, oldest, bool(sees_all), SeenRowVersions.parse(seen))
                 yield PostgresSnapshot(connection, horizon)
-        except psycopg.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {error}") from error
         finally:
             connection.autocommit = True
 

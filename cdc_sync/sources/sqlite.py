@@ -209,12 +209,7 @@ class SQLiteSource(Source):
             raise SourceError(f"Cannot open the SQLite source {self._path}: {error}.") from None
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import sqlite3
-
-        try:
-            return self._connection.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise SourceError(f"Reading the SQLite source {self._path} failed: {error}") from error
+        return self._connection.execute(sql, params).fetchall()
 
     def list_tables(self) -> list[str]:
         return [row[0] for row in self._query(TABLES_SQL)]
@@ -238,20 +233,13 @@ class SQLiteSource(Source):
 
     @contextmanager
     def snapshot(self) -> Iterator[SourceSnapshot]:
-        import sqlite3
-
         # Taken before the read transaction starts; SQLite cannot report other connections' open writes.
         horizon = Horizon(read_started_at=datetime.now(UTC), oldest_open_write_at=None, sees_open_writes=False)
-        try:
-            self._connection.execute("BEGIN")
-            # A deferred transaction takes its snapshot at the first read: take it now.
-            self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as error:
-            raise SourceError(f"Opening a read transaction on {self._path} failed: {error}") from error
+        self._connection.execute("BEGIN")
+        # A deferred transaction takes its snapshot at the first read: take it now.
+        self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         try:
             yield SQLiteSnapshot(self._connection, horizon)
-        except sqlite3.Error as error:
-            raise SourceError(f"Reading the SQLite source {self._path} failed: {error}") from error
         finally:
             if self._connection.in_transaction:
                 self._connection.execute("ROLLBACK")
