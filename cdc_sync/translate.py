@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno as errnos
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -190,7 +190,7 @@ class Boundary:
             return SourceError(message)
         return (TransientDestinationError if kind.transient else TerminalDestinationError)(message)
 
-    def iterate(self, operation: str, items: Iterable[Any]) -> Iterator[Any]:
+    def iterate(self, operation: str, items: Iterable[Any]) -> Generator[Any, None, None]:
         """``items`` pulled one by one inside the boundary (a stream's errors surface while it is consumed), and
         closed inside it too, so that a stream given up early ends its read (a COPY) before the next statement."""
         with self.translating(operation):

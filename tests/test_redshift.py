@@ -202,3 +202,22 @@ def test_settings_from_an_airflow_connection():
         "extra": {"iam": "true", "is_serverless": "true", "serverless_work_group": "wg"}})
     arguments = connect_arguments(serverless_url, serverless)
     assert arguments["is_serverless"] is True and arguments["port"] == 5439
+
+
+def test_s3_copy_path_without_aws_credentials_fails_the_table_in_one_line(airflow3_source, redshift_url,
+                                                                          monkeypatch, tmp_path):
+    """The COPY path's boto3 errors are the warehouse's failure of that table, recorded, never a traceback."""
+    url, _, pg = redshift_url
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["dag_run"], raise_on_failure=False,
+                           destination_options={"s3_bucket": "mirror-bucket", "iam_role": "arn:aws:iam::1:role/r",
+                                                "region": "us-east-1"})
+    error = report.failed["dag_run"]
+    assert error.startswith("Loading rows into dag_run on the Redshift destination") and "\n" not in error
+    assert "NoCredentialsError, no usable AWS credentials" in error
+    assert count(pg, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'") == 0
+    assert count(pg, "SELECT last_error FROM _cdc_watermarks WHERE table_name = 'dag_run'") == error

@@ -6,15 +6,19 @@ OS error never leaves a source as itself (see :mod:`cdc_sync.translate`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync.errors import CdcSyncError
 from cdc_sync.sources.base import RowFilter, Source, SourceSnapshot
 from cdc_sync.translate import Boundary
 from cdc_sync.types import TableSchema
+
+log = logging.getLogger("cdc_sync")
 
 
 class TranslatedSnapshot(SourceSnapshot):
@@ -24,12 +28,28 @@ class TranslatedSnapshot(SourceSnapshot):
         self.inner = inner
         self.horizon = inner.horizon
         self._boundary = boundary
+        self._streams: list[Generator[pa.RecordBatch, None, None]] = []
 
     def read_rows(self, table: TableSchema, where: RowFilter | None = None) -> Iterator[pa.RecordBatch]:
-        return self._boundary.iterate(f"reading rows of {table.name}", self.inner.read_rows(table, where))
+        return self._stream(f"reading rows of {table.name}", self.inner.read_rows(table, where))
 
     def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
-        return self._boundary.iterate(f"reading the keys of {table.name}", self.inner.read_keys(table, key))
+        return self._stream(f"reading the keys of {table.name}", self.inner.read_keys(table, key))
+
+    def _stream(self, operation: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        stream = self._boundary.iterate(operation, batches)
+        self._streams.append(stream)
+        return stream
+
+    def close_streams(self) -> None:
+        """End the reads a failure left half-consumed (a warehouse refused a load mid-stream), so that the snapshot
+        can end: an open COPY holds the connection, and ending the transaction under it would wait forever."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            try:
+                stream.close()
+            except CdcSyncError as error:  # the stream was given up; the failure that did so is what matters
+                log.warning("A read given up after a failure did not end cleanly: %s", error)
 
     def count_rows(self, table: TableSchema) -> int:
         with self._boundary.translating(f"counting the rows of {table.name}"):
@@ -78,7 +98,11 @@ class TranslatedSource(Source):
         # The block's own errors were translated at their edge already; what is left here is the snapshot's
         # opening and ending.
         with self._boundary.translating("opening or ending a read snapshot"), self.inner.snapshot() as snapshot:
-            yield TranslatedSnapshot(snapshot, self._boundary)
+            translated = TranslatedSnapshot(snapshot, self._boundary)
+            try:
+                yield translated
+            finally:
+                translated.close_streams()
 
     def identity(self) -> str:
         with self._boundary.translating("reading the database's identity"):
