@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from cdc_sync.config import DEFAULT_DESTINATION, DEFAULT_SCHEMA, SyncConfig, build_config
+from cdc_sync.config import DEFAULT_DESTINATION, SyncConfig, build_config, schema_or_default
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.errors import TableSyncError
 from cdc_sync.replicate import TableCallback, run_cycle
@@ -98,10 +98,10 @@ def status(destination: str | URL | None = None, schema: str | None = None,
     """The watermark table of a mirror: one entry per table (empty if the schema was never synced)."""
     url = parse_url(destination or os.environ.get("CDC_SYNC_DESTINATION_URL") or DEFAULT_DESTINATION,
                     role="destination")
-    schema = schema or os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
+    schema = schema_or_default(schema)
     dialect_for(url).validate_schema_name(schema)
     with scrubbed_errors(url, secrets=(destination_options or {}).values()), \
-            open_destination(url, destination_options) as connection:
+            open_destination(url, destination_options, must_exist=True) as connection:
         store = StateStore(connection, schema)
         if not store.has_state():
             return []

@@ -114,10 +114,11 @@ def _print_report(report: CycleReport, as_json: bool) -> None:
         table.add_row(item.table, item.strategy, status, str(item.rows_read), str(max(item.rows_written, 0)),
                       str(item.rows_deleted), f"{item.seconds:.2f}")
     _print_stdout(table)
+    # One line each, however long: a scheduler's log and grep read them line by line.
     for warning in report.warnings + [f"{t.table}: {w}" for t in report.tables for w in t.warnings]:
-        _stderr().print(f"[yellow]warning:[/] {warning}")
+        _stderr().print(f"[yellow]warning:[/] {_plain(warning)}", soft_wrap=True)
     for name, error in report.failed.items():
-        _stderr().print(f"[red]error:[/] {name}: {error}")
+        _stderr().print(f"[red]error:[/] {name}: {_plain(error)}", soft_wrap=True)
 
 
 def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: bool, **extra: Any) -> None:
@@ -134,8 +135,15 @@ def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: b
         sys.exit(1)
 
 
+def _plain(text: object) -> str:
+    """Text shown as it is: a bracket in a path or a server's message is not Rich markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _fail(error: CdcSyncError) -> None:
-    _stderr().print(f"[red]error:[/] {error}", soft_wrap=True)
+    _stderr().print(f"[red]error:[/] {_plain(error)}", soft_wrap=True)
     sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 

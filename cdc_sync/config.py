@@ -19,6 +19,17 @@ DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
+def schema_or_default(schema: str | None) -> str:
+    """The schema asked for, else ``CDC_SYNC_SCHEMA``, else ``airflow``; a name given empty is an error, never the
+    default in disguise."""
+    if schema is None:
+        return os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
+    if not isinstance(schema, str) or not schema.strip():
+        raise ConfigError(f"The destination schema {schema!r} is empty: pass --schema NAME, or leave --schema out "
+                          f"for the default {DEFAULT_SCHEMA!r}.")
+    return schema
+
+
 def _column_refs(values: Iterable[str] | None, option: str) -> frozenset[tuple[str, str]]:
     """Parse ``table.column`` references, failing early on anything else."""
     refs = set()
@@ -84,7 +95,7 @@ def build_config(
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
     destination = destination or os.environ.get("CDC_SYNC_DESTINATION_URL") or DEFAULT_DESTINATION
-    schema = schema or os.environ.get("CDC_SYNC_SCHEMA") or DEFAULT_SCHEMA
+    schema = schema_or_default(schema)
     source_url = parse_url(source, role="source")
     destination_url = parse_url(destination, role="destination")
     engine_of(source_url, role="source")

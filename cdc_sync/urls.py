@@ -45,8 +45,8 @@ HIDDEN_PASSWORD = "***"
 SOURCE_SCHEMA_OPTION = "schema"
 # Query keys whose values are shown: settings that carry no credential. Every other value is rendered as ***.
 SAFE_QUERY_KEYS: frozenset[str] = frozenset({
-    "warehouse", "role", "schema", "sslmode", "ssl", "connect_timeout", "login_timeout", "application_name",
-    "application", "charset", "region", "cluster_identifier", "is_serverless", "iam", "timezone",
+    "warehouse", "role", "schema", "host", "port", "sslmode", "ssl", "connect_timeout", "login_timeout",
+    "application_name", "application", "charset", "region", "cluster_identifier", "is_serverless", "iam", "timezone",
 })
 # Values shorter than this are not searched for in error text: replacing every "1" would garble it, and a value
 # that short protects nothing.
@@ -139,6 +139,41 @@ def make_url(text: str) -> URL:
         database=unquote(path) if path else None,
         query=dict(parse_qsl(parts.query, keep_blank_values=True)),
     )
+
+
+# libpq parameters taken from a PostgreSQL URL's query, as SQLAlchemy's psycopg dialects pass them on.
+LIBPQ_QUERY_OPTIONS = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout",
+                       "application_name", "options", "target_session_attrs")
+
+
+def integer_option(url: URL, key: str, *, role: str) -> int | None:
+    """A whole-number URL option, or a :class:`ConfigError` naming it (before any driver sees it)."""
+    value = url.query.get(key)
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise ConfigError(f"?{key}={value!r} in the {role} URL is not a whole number: write e.g. ?{key}=10.")
+    return int(value)
+
+
+def postgres_conninfo(url: URL, *, role: str = "source") -> dict[str, Any]:
+    """psycopg's connection arguments from a PostgreSQL URL, shared by the source and the warehouse.
+
+    ``?host=`` and ``?port=`` override the address part, as in SQLAlchemy and libpq: a Unix socket folder such as
+    the Cloud SQL proxy's ``postgresql://user:pw@/airflow?host=/cloudsql/project:region:instance``."""
+    integer_option(url, "connect_timeout", role=role)
+    port = integer_option(url, "port", role=role)
+    params: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    params.update({key: value for key, value in url.query.items() if key in LIBPQ_QUERY_OPTIONS})
+    if port is not None:
+        params["port"] = port
+    return {key: value for key, value in params.items() if value is not None}
 
 
 def parse_url(url: str | URL, *, role: str) -> URL:

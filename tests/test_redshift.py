@@ -23,9 +23,8 @@ from cdc_sync.destinations.redshift import (
     fit_text,
     redshift_settings_from_connection,
 )
-from cdc_sync.sources.postgres import conninfo_from_url
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import parse_url
+from cdc_sync.urls import parse_url, postgres_conninfo
 
 SCHEMA = "airflow-qwe123"
 TABLES = ["dag", "dag_run", "task_instance", "import_error", "log", "dag_tag"]
@@ -56,7 +55,7 @@ def redshift_url(postgres_destination, monkeypatch):
 
     def connect(self, arguments):
         assert arguments["ssl"] is True  # TLS is the default the real driver would get
-        return psycopg.connect(**conninfo_from_url(parse_url(postgres_destination, role="destination")))
+        return psycopg.connect(**postgres_conninfo(parse_url(postgres_destination, role="destination")))
 
     monkeypatch.setattr(RedshiftDestination, "dialect", PostgresStandInDialect())
     monkeypatch.setattr(RedshiftDestination, "_connect", connect)
@@ -222,3 +221,22 @@ def test_a_table_without_a_key_is_replaced_whole(airflow3_source, redshift_url):
         rows = connection.execute(f'SELECT name, value FROM "{SCHEMA}".no_key ORDER BY name').fetchall()
     assert rows == [("b", 2), ("b", 2), ("c", 3)]
     assert_redshift_rules(sent)
+
+
+def test_s3_copy_path_without_aws_credentials_fails_the_table_in_one_line(airflow3_source, redshift_url,
+                                                                          monkeypatch, tmp_path):
+    """The COPY path's boto3 errors are the warehouse's failure of that table, recorded, never a traceback."""
+    url, _, pg = redshift_url
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    report = cdc_sync.sync(airflow3_source, url, schema=SCHEMA, tables=["dag_run"], raise_on_failure=False,
+                           destination_options={"s3_bucket": "mirror-bucket", "iam_role": "arn:aws:iam::1:role/r",
+                                                "region": "us-east-1"})
+    error = report.failed["dag_run"]
+    assert error.startswith("Loading rows into dag_run on the Redshift destination") and "\n" not in error
+    assert "NoCredentialsError, no usable AWS credentials" in error
+    assert count(pg, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'") == 0
+    assert count(pg, "SELECT last_error FROM _cdc_watermarks WHERE table_name = 'dag_run'") == error

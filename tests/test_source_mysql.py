@@ -85,7 +85,7 @@ def ti_key(run_id: str) -> str:
 
 def test_introspection_maps_airflow_columns(mysql_airflow3_source: str) -> None:
     with open_source(make_url(mysql_airflow3_source)) as source:
-        assert isinstance(source, MySQLSource)
+        assert isinstance(source.inner, MySQLSource)  # inside the translation boundary
         tables = source.list_tables()
         assert {"dag", "dag_run", "task_instance", "log", "alembic_version"} <= set(tables)
         ti = source.describe("task_instance")

@@ -64,7 +64,7 @@ def assert_mirrored(source: str, destination: str, table: str) -> int:
 
 def test_introspection_and_url_checks(sqlite_airflow3_source: str) -> None:
     with open_source(make_url(sqlite_airflow3_source)) as source:
-        assert isinstance(source, SQLiteSource)
+        assert isinstance(source.inner, SQLiteSource)  # inside the translation boundary
         tables = source.list_tables()
         assert "task_instance" in tables and not any(name.startswith("sqlite_") for name in tables)
         ti = source.describe("task_instance")

@@ -9,13 +9,13 @@ into settings without importing Airflow::
 Extras are looked up under the plain key first and then under the legacy form-field key
 (``extra__redshift__region``), as the official providers do. Snowflake and Redshift connections are read by their
 destination modules (``snowflake_settings_from_connection`` / ``redshift_settings_from_connection``), which own
-those drivers' settings; until the Redshift module provides its reader, the fallback at the bottom is used.
+those drivers' settings.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cdc_sync.errors import ConfigError
@@ -84,8 +84,8 @@ def destination_settings(db_type: str, mapping: ConnectionMapping) -> Settings:
         return _postgres_url(mapping, "postgresql"), {}
     if engine == "duckdb":
         return _duckdb_url(mapping), {}
-    module = f"cdc_sync.destinations.{engine}"
-    return _warehouse_function(module, f"{engine}_settings_from_connection", _FALLBACKS.get(engine))(mapping)
+    module = importlib.import_module(f"cdc_sync.destinations.{engine}")
+    return getattr(module, f"{engine}_settings_from_connection")(mapping)
 
 
 def source_url_from_connection(mapping: ConnectionMapping) -> URL:
@@ -126,46 +126,3 @@ def _duckdb_url(mapping: ConnectionMapping) -> URL:
             "AIRFLOW_CONN_MIRROR='{\"conn_type\": \"duckdb\", \"host\": \"/data/mirror.duckdb\"}'."
         )
     return URL.create("duckdb", database=str(path))
-
-
-def _warehouse_function(module: str, name: str, fallback: Callable[[ConnectionMapping], Settings] | None) \
-        -> Callable[[ConnectionMapping], Settings]:
-    """The destination module's own connection reader when it has one, else this module's fallback."""
-    try:
-        function = getattr(importlib.import_module(module), name, fallback)
-    except ImportError:
-        function = fallback
-    if function is None:
-        raise ConfigError(f"This installation of cdc_sync cannot read {module.rsplit('.', 1)[-1]} connections yet.")
-    return function
-
-
-# --- Fallback for Redshift until its destination module reads Airflow connections itself. -------------------
-
-
-# Extras of an Amazon Redshift connection that are the hook's own, not redshift_connector arguments.
-_REDSHIFT_HOOK_ONLY = {"aws_conn_id"}
-
-
-def _redshift_settings(mapping: ConnectionMapping) -> Settings:
-    """As ``RedshiftSQLHook``: host/port (5439)/login/password, ``schema`` is the database, and every extra
-    (``iam``, ``cluster_identifier``, ``db_user``, ``region``, ``profile``, ``is_serverless``, ``sslmode``, …) is a
-    ``redshift_connector.connect`` argument."""
-    if not mapping.get("host") and not extra_field(mapping, "cluster_identifier"):
-        raise ConfigError(
-            f"Redshift connection {mapping.get('conn_id')!r} has no host: set host to the cluster endpoint, e.g. "
-            "examplecluster.abc123.us-west-2.redshift.amazonaws.com."
-        )
-    url = URL.create("redshift", username=mapping.get("login") or None, host=mapping.get("host") or None,
-                     port=int(mapping.get("port") or 5439),
-                     database=mapping.get("schema") or extra_field(mapping, "database"))
-    prefix = "extra__redshift__"
-    extra = mapping.get("extra") or {}
-    names = {key.removeprefix(prefix) for key in extra} - _REDSHIFT_HOOK_ONLY - {"database"}
-    options = {name: extra_field(mapping, name) for name in sorted(names) if extra_field(mapping, name) is not None}
-    if mapping.get("password"):
-        options["password"] = mapping["password"]  # secrets travel in the options, never in the URL
-    return url, options
-
-
-_FALLBACKS: dict[str, Callable[[ConnectionMapping], Settings]] = {"redshift": _redshift_settings}

@@ -7,13 +7,13 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
-from cdc_sync.errors import CycleAlreadyRunningError, DestinationError, TerminalDestinationError
+from cdc_sync.errors import ConfigError, CycleAlreadyRunningError, DestinationError
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import URL
 
@@ -98,22 +98,36 @@ def arrow_table(result: Any) -> pa.Table:
     return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
 
 
+def prepare_file(path: Path, must_exist: bool) -> None:
+    """Refuse a path that cannot hold the mirror before DuckDB touches it; create its folder unless ``must_exist``."""
+    if must_exist and not path.is_file():
+        raise ConfigError(f"There is no DuckDB mirror at {path}: check the path in --destination (status reads an "
+                          "existing mirror and creates nothing).")
+    if path.is_dir():
+        raise ConfigError(f"The DuckDB destination {path} is a folder: name a file, e.g. duckdb:///{path}/mirror.duckdb.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"The folder of the DuckDB file {path} cannot be created ({error.strerror}): choose a "
+                          "writable path in --destination.") from None
+
+
 _locks_guard = threading.Lock()
 _held_locks: set[tuple[str, str]] = set()
 
 
 class DuckDBDestination(Destination):
     dialect = DuckDBDialect()
-    _in_transaction: ClassVar[bool] = False
 
-    def __init__(self, url: URL, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: URL, options: Mapping[str, Any] | None = None, *, must_exist: bool = False) -> None:
+        """``must_exist``: open only a file that is there (``status`` reads a mirror, it never creates one)."""
         import duckdb
 
         super().__init__(url, options)
         database = url.database or ":memory:"
         self.path = database if database == ":memory:" else str(Path(database).expanduser().resolve())
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            prepare_file(Path(self.path), must_exist)
         try:
             self._connection = duckdb.connect(self.path)
         except duckdb.IOException as error:
@@ -146,12 +160,7 @@ class DuckDBDestination(Destination):
             self._memory_limit = limit
 
     def _run(self, statement: Statement) -> Any:
-        import duckdb
-
-        try:
-            return self._connection.execute(statement.sql, list(statement.params) or None)
-        except duckdb.Error as error:
-            raise TerminalDestinationError(f"DuckDB rejected a statement: {error}") from error
+        return self._connection.execute(statement.sql, list(statement.params) or None)
 
     def execute(self, statement: Statement) -> int:
         cursor = self._run(statement)
@@ -199,7 +208,7 @@ class DuckDBDestination(Destination):
         self._connection.register(BATCH_RELATION, pa.RecordBatchReader.from_batches(first.schema, counted()))
         try:
             self._run(statement)
-        except TerminalDestinationError:
+        except duckdb.Error:
             if failure:
                 raise failure[0] from None
             raise
@@ -215,6 +224,8 @@ class DuckDBDestination(Destination):
     def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
                batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
         """Arrow batches straight into the mirror table: no staging copy, and a small buffer pool meanwhile."""
+        import duckdb
+
         self._set_memory_limit(APPEND_MEMORY_LIMIT)
         try:
             return self._insert_stream(
@@ -222,7 +233,7 @@ class DuckDBDestination(Destination):
             )
         finally:
             # Refused inside an aborted transaction; begin() restores it for the next table then.
-            with contextlib.suppress(TerminalDestinationError):
+            with contextlib.suppress(duckdb.Error):
                 self._set_memory_limit(JOIN_MEMORY_LIMIT)
 
     def stream(self, statement: Statement, schema: pa.Schema, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:

@@ -11,19 +11,9 @@ import pyarrow.csv as pa_csv
 
 from cdc_sync.destinations.base import Destination, rows_to_batch
 from cdc_sync.destinations.dialect import SYNCED_AT, ColumnSpec, Dialect, Statement
-from cdc_sync.errors import DestinationError, TerminalDestinationError, TransientDestinationError
-from cdc_sync.sources.postgres import conninfo_from_url
+from cdc_sync.errors import DestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact, scrub
-
-# SQLSTATE classes worth a retry: connection exceptions, transaction rollback (serialization, deadlock),
-# insufficient resources, operator intervention (e.g. admin shutdown); plus lock_not_available.
-TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57"}
-TRANSIENT_SQLSTATES = {"55P03"}
-
-
-def is_transient(sqlstate: str | None) -> bool:
-    return bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES)
+from cdc_sync.urls import URL, postgres_conninfo, redact, scrub
 
 
 class PostgresDialect(Dialect):
@@ -70,7 +60,7 @@ class PostgresDestination(Destination):
 
         super().__init__(url, options)
         try:
-            self._connection = psycopg.connect(**{**conninfo_from_url(url), **self.options}, autocommit=False)
+            self._connection = psycopg.connect(**{**postgres_conninfo(url), **self.options}, autocommit=False)
         except psycopg.OperationalError as error:
             reason = scrub(" ".join(str(error).split()), url, secrets=self.options.values()) or type(error).__name__
             raise DestinationError(
@@ -80,21 +70,8 @@ class PostgresDestination(Destination):
         self._connection.execute(self.dialect.session_setup().sql)
         self._connection.commit()
 
-    def _scrub(self, error: Exception) -> str:
-        return scrub(str(error), self.url, secrets=self.options.values())
-
-    def _translate(self, error: Exception) -> DestinationError:
-        sqlstate = getattr(error, "sqlstate", None)
-        kind = TransientDestinationError if is_transient(sqlstate) else TerminalDestinationError
-        return kind(f"PostgreSQL destination {redact(self.url)} failed ({sqlstate}): {self._scrub(error)}")
-
     def _cursor_execute(self, statement: Statement) -> Any:
-        import psycopg
-
-        try:
-            return self._connection.execute(statement.sql, statement.params or None)
-        except psycopg.Error as error:
-            raise self._translate(error) from error
+        return self._connection.execute(statement.sql, statement.params or None)
 
     def execute(self, statement: Statement) -> int:
         return self._cursor_execute(statement).rowcount
@@ -113,33 +90,23 @@ class PostgresDestination(Destination):
         self._connection.rollback()
 
     def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
-        import psycopg
-
         rows = 0
-        try:
-            with self._connection.cursor().copy(self.dialect.copy_into(staging, columns).sql) as copy:
-                for batch in batches:
-                    copy.write(csv_payload(batch))
-                    rows += batch.num_rows
-        except psycopg.Error as error:
-            raise self._translate(error) from error
+        with self._connection.cursor().copy(self.dialect.copy_into(staging, columns).sql) as copy:
+            for batch in batches:
+                copy.write(csv_payload(batch))
+                rows += batch.num_rows
         return rows
 
     def append(self, schema: str, table: str, staging: str, columns: Sequence[ColumnSpec],
                batches: Iterable[pa.RecordBatch], synced_at: Any, chunk_rows: int = 0) -> int:
         """COPY straight into the mirror table, with the sync time as one more column of each batch."""
-        import psycopg
-
         names = [*(c.name for c in columns), SYNCED_AT]
         rows = 0
-        try:
-            with self._connection.cursor().copy(self.dialect.copy_into_table(schema, table, names).sql) as copy:
-                for batch in batches:
-                    stamp = pa.array([synced_at] * batch.num_rows, type=pa.timestamp("us", tz="UTC"))
-                    copy.write(csv_payload(batch.append_column(SYNCED_AT, stamp)))
-                    rows += batch.num_rows
-        except psycopg.Error as error:
-            raise self._translate(error) from error
+        with self._connection.cursor().copy(self.dialect.copy_into_table(schema, table, names).sql) as copy:
+            for batch in batches:
+                stamp = pa.array([synced_at] * batch.num_rows, type=pa.timestamp("us", tz="UTC"))
+                copy.write(csv_payload(batch.append_column(SYNCED_AT, stamp)))
+                rows += batch.num_rows
         return rows
 
     def stream(self, statement: Statement, schema: pa.Schema, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:

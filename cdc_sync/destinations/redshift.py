@@ -23,6 +23,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import uuid
@@ -38,9 +39,11 @@ import pyarrow.parquet as pq
 from cdc_sync.arrow_kernels import call, maximum
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
-from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
+from cdc_sync.errors import ConfigError, DestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact, scrub
+from cdc_sync.urls import URL, redact
+
+log = logging.getLogger("cdc_sync")
 
 VARCHAR_MAX_BYTES = 65_535
 TRUNCATION_MARKER = "…[truncated by cdc_sync: {size} bytes]"
@@ -48,20 +51,6 @@ STATEMENT_LIMIT_BYTES = 16 * 1024 * 1024
 STATEMENT_BUDGET_BYTES = 12 * 1024 * 1024  # headroom under the limit for SQL text and encoding overhead
 MAX_PARAMETERS = 32_767
 DEFAULT_LEASE_SECONDS = 2 * 3600
-TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57"}
-TRANSIENT_SQLSTATES = {"55P03"}
-
-
-def is_transient(sqlstate: str | None) -> bool:
-    return bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES)
-
-
-def sqlstate_of(error: BaseException) -> str | None:
-    """redshift_connector puts the server's fields in ``args[0]`` (``C`` = SQLSTATE); psycopg has ``sqlstate``."""
-    if getattr(error, "sqlstate", None):
-        return error.sqlstate  # type: ignore[attr-defined]
-    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
-    return fields.get("C")
 
 
 @dataclass(frozen=True)
@@ -267,6 +256,20 @@ def connect_arguments(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arguments.items() if v is not None}
 
 
+def _remove_uploads(s3: Any, bucket: str, prefix: str) -> None:
+    """Delete a load's files from S3. A failure here must not hide the load's own error: it is logged, and the
+    files (under a prefix of their own) are left for the bucket's lifecycle rules."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        if listed:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+    except (BotoCoreError, ClientError) as error:
+        log.warning("The staged files under s3://%s/%s could not be removed (%s): delete them by hand.", bucket,
+                    prefix, type(error).__name__)
+
+
 class RedshiftDestination(Destination):
     dialect = RedshiftDialect()
 
@@ -291,15 +294,7 @@ class RedshiftDestination(Destination):
 
     def _cursor_execute(self, statement: Statement) -> Any:
         cursor = self._connection.cursor()
-        try:
-            cursor.execute(statement.sql, statement.params or None)
-        except Exception as error:
-            if isinstance(error, DestinationError):
-                raise
-            sqlstate = sqlstate_of(error)
-            kind = TransientDestinationError if is_transient(sqlstate) else TerminalDestinationError
-            raise kind(f"Redshift {redact(self.url)} failed ({sqlstate}): "
-                       f"{scrub(str(error), self.url, secrets=self.options.values())}") from error
+        cursor.execute(statement.sql, statement.params or None)
         return cursor
 
     def execute(self, statement: Statement) -> int:
@@ -355,9 +350,7 @@ class RedshiftDestination(Destination):
                                                        str(self.options["iam_role"])))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-            listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-            if listed:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+            _remove_uploads(s3, bucket, prefix)
         return rows
 
     # ---- lock ---------------------------------------------------------------------------------------------------

@@ -31,23 +31,15 @@ import pyarrow.parquet as pq
 
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement
-from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError, TransientDestinationError
+from cdc_sync.errors import ConfigError, DestinationError, TerminalDestinationError
 from cdc_sync.types import LogicalType
-from cdc_sync.urls import URL, redact, scrub
+from cdc_sync.urls import URL, redact
 
 DDL_VERBS = ("CREATE", "ALTER", "DROP")
 # Rows per Parquet file: a few tens of MB per file, which is what COPY INTO loads fastest.
 ROWS_PER_FILE = 250_000
 DEFAULT_LEASE_SECONDS = 2 * 3600
 _UNQUOTED = re.compile(r"^[A-Z_][A-Z0-9_$]*$")
-
-# Driver errors worth a retry, by Snowflake error number: statement/lock timeouts, aborted by a conflicting
-# transaction, session/token expiry, and the connector's own network failures (25xxxx).
-TRANSIENT_ERRNOS = {604, 625, 630, 390114, 250001, 250003, 251005, 251006}
-
-
-def is_transient(errno: int | None, sqlstate: str | None) -> bool:
-    return (errno in TRANSIENT_ERRNOS) or bool(sqlstate and sqlstate.startswith("08"))
 
 
 @dataclass(frozen=True)
@@ -220,20 +212,33 @@ def load_private_key(content: str | bytes, passphrase: str | None) -> bytes:
                              serialization.NoEncryption())
 
 
+KEY_OPTIONS = ("private_key_file", "private_key_content", "private_key_passphrase", "private_key_file_pwd")
+
+
+def read_key_file(path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as error:
+        raise ConfigError(f"The Snowflake private key file {path} cannot be read ({error.strerror}): check "
+                          "private_key_file.") from None
+
+
 def connect_arguments(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
     """Driver keyword arguments from ``snowflake://user:password@account/database?warehouse=…&role=…`` + options."""
-    options = dict(options)
+    # A key given in the URL (?private_key_file=…) is read here like one given in the options.
+    options = {**{k: v for k, v in url.query.items() if k in KEY_OPTIONS}, **options}
     arguments: dict[str, Any] = {"account": url.host, "user": url.username, "database": url.database,
                                  "autocommit": True}
     if url.password:
         arguments["password"] = url.password
     for key, value in url.query.items():
-        arguments[key] = value if isinstance(value, str) else value[0]
+        if key not in KEY_OPTIONS:
+            arguments[key] = value if isinstance(value, str) else value[0]
     passphrase = options.pop("private_key_passphrase", None) or options.pop("private_key_file_pwd", None)
     content = options.pop("private_key_content", None)
     key_file = options.pop("private_key_file", None)
     if content or key_file:
-        pem = content if content else Path(key_file).expanduser().read_bytes()
+        pem = content if content else read_key_file(key_file)
         arguments["private_key"] = load_private_key(pem, passphrase)
         arguments.setdefault("authenticator", "SNOWFLAKE_JWT")
         arguments.pop("password", None)
@@ -277,15 +282,7 @@ class SnowflakeDestination(Destination):
 
     # ---- statements -----------------------------------------------------------------------------------------
     def _run(self, statement: Statement) -> Any:
-        import snowflake.connector
-
-        try:
-            return self._cursor.execute(statement.sql, statement.params or None)
-        except snowflake.connector.errors.Error as error:
-            errno, sqlstate = getattr(error, "errno", None), getattr(error, "sqlstate", None)
-            kind = TransientDestinationError if is_transient(errno, sqlstate) else TerminalDestinationError
-            raise kind(f"Snowflake {redact(self.url)} failed (error {errno}, {sqlstate}): "
-                       f"{scrub(str(error.msg), self.url, secrets=self.options.values())}") from error
+        return self._cursor.execute(statement.sql, statement.params or None)
 
     def execute(self, statement: Statement) -> int:
         if isinstance(statement, StagingStatement):

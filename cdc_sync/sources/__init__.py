@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from cdc_sync.errors import ConfigError
 from cdc_sync.sources.base import CursorFilter, Horizon, RowVersionFilter, SeenRowVersions, Source, SourceSnapshot
-from cdc_sync.urls import URL, engine_of
+from cdc_sync.sources.boundary import TranslatedSource
+from cdc_sync.translate import Boundary, edge_secrets
+from cdc_sync.urls import URL, engine_of, redact
 
 __all__ = ["CursorFilter", "Horizon", "RowVersionFilter", "SeenRowVersions", "Source", "SourceSnapshot",
            "open_source"]
 
 
+ENGINE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL/MariaDB", "sqlite": "SQLite"}
+
+
 def open_source(url: URL) -> Source:
+    """Connect to a source; every call of the returned source is inside its translation boundary."""
     engine = engine_of(url, role="source")
+    boundary = Boundary("source", ENGINE_NAMES.get(engine, engine), redact(url), edge_secrets(url))
+    with boundary.translating("connecting"):
+        source = _connect(url, engine)
+    return TranslatedSource(source, boundary)
+
+
+def _connect(url: URL, engine: str) -> Source:
     if engine == "postgresql":
         from cdc_sync.sources.postgres import PostgresSource
 

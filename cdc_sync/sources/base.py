@@ -16,6 +16,11 @@ from cdc_sync.key_digest import KeyDigest
 from cdc_sync.types import TableSchema
 
 
+def quote(identifier: str) -> str:
+    """An identifier in double quotes, the SQL standard's form (PostgreSQL, SQLite); MySQL quotes its own."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def reach_probe_sql(quote: Callable[[str], str], table: str, key: tuple[str, ...], column: str) -> str:
     """``SELECT EXISTS`` of a row whose ``key`` columns equal the first ``%s`` parameters and whose ``column`` is at
     or after the last one: the source-reset check's probe, by key (an index lookup) or, with no key, a scan."""

@@ -10,7 +10,8 @@ reader does the typing — several times faster than converting Python tuples, i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from cdc_sync.key_digest import KeyDigest
 from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, key_digest_sql, reach_probe_sql
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, scrub, source_schema
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, integer_option, redact, scrub, source_schema
 
 BATCH_ROWS = 50_000  # rows fetched from the server per round of the unbuffered cursor
 PAD_COLUMN = "_cdc_pad"
@@ -99,6 +100,7 @@ SNAPSHOT_SQL = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
 # Eight hex digits of an MD5 as an unsigned integer (the key digest, cdc_sync.key_digest).
 HEX_TO_INTEGER = "CAST(CONV({}, 16, 10) AS UNSIGNED)"
 ACCESS_DENIED_CODES = {1227}  # ER_SPECIFIC_ACCESS_DENIED_ERROR: PROCESS privilege missing
+TRUE, FALSE = {"true", "1", "yes", "required"}, {"false", "0", "no"}
 
 
 def quote(identifier: str) -> str:
@@ -152,17 +154,38 @@ def connect_args(url: URL) -> dict[str, Any]:
         # MySQL's schemas are its databases: ?schema= names the one to read instead of the URL's.
         "database": source_schema(url) or url.database,
         "charset": "utf8mb4",
+        "unix_socket": url.query.get("unix_socket"),
+        "connect_timeout": integer_option(url, "connect_timeout", role="source"),
+        "ssl": tls_context(url.query),
     }
-    query = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
-    if "unix_socket" in query:
-        params["unix_socket"] = query["unix_socket"]
-    if "connect_timeout" in query:
-        params["connect_timeout"] = int(query["connect_timeout"])
-    ssl = {key.removeprefix("ssl_"): value for key, value in query.items()
-           if key in {"ssl_ca", "ssl_cert", "ssl_key"}}
-    if ssl or query.get("ssl", "").lower() in {"true", "1", "required"}:
-        params["ssl"] = ssl or {"check_hostname": False}
     return {key: value for key, value in params.items() if value is not None}
+
+
+def _flag(query: Mapping[str, str], key: str, default: bool) -> bool:
+    value = query.get(key)
+    if value is None:
+        return default
+    if value.lower() not in TRUE | FALSE:
+        raise ConfigError(f"?{key}={value!r} in the source URL must be true or false.")
+    return value.lower() in TRUE
+
+
+def tls_context(query: Mapping[str, str]) -> ssl.SSLContext | None:
+    """TLS as the URL asks (``ssl=true`` or any ``ssl_ca``/``ssl_cert``/``ssl_key``): the server's certificate and
+    host name are verified, against ``ssl_ca`` or the system's CAs. Verification is turned off only when asked:
+    ``ssl_check_hostname=false`` (SQLAlchemy's name) skips the host name, ``ssl_verify_cert=false`` the
+    certificate too. pymysql alone would verify nothing without ``ssl_ca``."""
+    files = {key: query[key] for key in ("ssl_ca", "ssl_cert", "ssl_key") if query.get(key)}
+    verify_cert = _flag(query, "ssl_verify_cert", default=True)
+    check_hostname = verify_cert and _flag(query, "ssl_check_hostname", default=True)
+    if not _flag(query, "ssl", default=bool(files)):
+        return None
+    context = ssl.create_default_context(cafile=files.get("ssl_ca"))
+    context.check_hostname = check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED if verify_cert else ssl.CERT_NONE
+    if "ssl_cert" in files:
+        context.load_cert_chain(files["ssl_cert"], files.get("ssl_key"))
+    return context
 
 
 def _utc(value: datetime) -> datetime:
@@ -191,8 +214,6 @@ class MySQLSnapshot(SourceSnapshot):
             cursor.execute(sql, params or None)  # without parameters, a '%' in a name must stay as it is
             for batch in csv_batches(_lines(cursor), padded, hex_prefix=""):
                 yield batch if padded is columns else batch.drop_columns([PAD_COLUMN])
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source failed: {error}") from error
         finally:
             cursor.close()
 
@@ -280,14 +301,9 @@ class MySQLSource(Source):
         self._sees_open_writes = True
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import pymysql
-
-        try:
-            with self._connection.cursor() as cursor:
-                cursor.execute(sql, params or None)
-                return list(cursor.fetchall())
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error, self._url)}") from error
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, params or None)
+            return list(cursor.fetchall())
 
     def _reconnect_if_lost(self) -> None:
         """A source kept open across a long cycle may have been dropped by the server (wait_timeout)."""
@@ -345,21 +361,14 @@ class MySQLSource(Source):
     def snapshot(self) -> Iterator[SourceSnapshot]:
         import pymysql
 
-        try:
-            self._reconnect_if_lost()
-            # The horizon is measured before the snapshot opens: a writer that commits in between is then
-            # either visible to the snapshot or was counted as open.
-            horizon = self._horizon()
-            for statement in SNAPSHOT_SQL:
-                self._query_raw(statement)
-        except pymysql.Error as error:
-            raise SourceError(
-                f"Opening a snapshot of {redact(self._url)} failed: {_reason(error, self._url)}"
-            ) from error
+        self._reconnect_if_lost()
+        # The horizon is measured before the snapshot opens: a writer that commits in between is then
+        # either visible to the snapshot or was counted as open.
+        horizon = self._horizon()
+        for statement in SNAPSHOT_SQL:
+            self._query_raw(statement)
         try:
             yield MySQLSnapshot(self._connection, horizon)
-        except pymysql.Error as error:
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {_reason(error, self._url)}") from error
         finally:
             # If the connection is gone, the server has ended the transaction with it.
             with suppress(pymysql.Error):

@@ -24,11 +24,12 @@ from cdc_sync.sources.base import (
     Source,
     SourceSnapshot,
     key_digest_sql,
+    quote,
     reach_probe_sql,
 )
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.types import Column, LogicalType, TableSchema
-from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, scrub, source_schema
+from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, postgres_conninfo, redact, scrub, source_schema
 
 TYPE_MAP: dict[str, LogicalType] = {
     "bool": LogicalType.BOOLEAN,
@@ -136,29 +137,10 @@ def row_version_parameters(since: SeenRowVersions) -> tuple[int, list[int]]:
     return since.xmax % 2**32, [xid % 2**32 for xid in since.in_progress]
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def select_expression(column: Column) -> str:
     name = quote(column.name)
     base_type = column.source_type.split("(", 1)[0]
     return name if base_type in NATIVE_TEXT_FORMS else f"{name}::text"
-
-
-def conninfo_from_url(url: URL) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "host": url.host or "localhost",
-        "port": url.port or 5432,
-        "user": url.username,
-        "password": url.password,
-        "dbname": url.database,
-    }
-    for key, value in url.query.items():
-        if key in {"sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name",
-                   "options", "target_session_attrs"}:
-            params[key] = value if isinstance(value, str) else value[-1]
-    return {key: value for key, value in params.items() if value is not None}
 
 
 class PostgresSnapshot(SourceSnapshot):
@@ -237,8 +219,9 @@ class PostgresSource(Source):
         import psycopg
 
         self._url = url
+        self._conninfo = postgres_conninfo(url)
         try:
-            self._connection = psycopg.connect(**conninfo_from_url(url), autocommit=True)
+            self._connection = psycopg.connect(**self._conninfo, autocommit=True)
         except psycopg.OperationalError as error:
             reason = scrub(" ".join(str(error).split()), url) or type(error).__name__
             raise SourceError(
@@ -311,14 +294,11 @@ class PostgresSource(Source):
                     None if still_open is None else set(still_open))
                 horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted)
                 yield PostgresSnapshot(connection, horizon)
-        except psycopg.Error as error:
-            reason = scrub(str(error), self._url)
-            raise SourceError(f"Reading the source {redact(self._url)} failed: {reason}") from error
         finally:
             connection.autocommit = True
 
     def identity(self) -> str:
-        identity = f"postgresql://{self._url.host or 'localhost'}:{self._url.port or 5432}/{self._url.database}"
+        identity = f"postgresql://{self._conninfo['host']}:{self._conninfo['port']}/{self._url.database}"
         # Two Airflow environments may share one database in two schemas: a named schema keeps them apart.
         return identity if self._schema is None else f"{identity}?{SOURCE_SCHEMA_OPTION}={self._schema}"
 

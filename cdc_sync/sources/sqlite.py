@@ -25,7 +25,7 @@ from cdc_sync import key_digest
 from cdc_sync.arrow_kernels import call, cast
 from cdc_sync.errors import ConfigError, SourceError
 from cdc_sync.key_digest import KeyDigest
-from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, key_digest_sql
+from cdc_sync.sources.base import CursorFilter, Horizon, Source, SourceSnapshot, key_digest_sql, quote
 from cdc_sync.types import ARROW_TYPES, Column, LogicalType, TableSchema, arrow_schema
 from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, redact, source_schema
 
@@ -68,10 +68,6 @@ DECLARED_TYPES: tuple[tuple[str, LogicalType], ...] = (
 )
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def logical_type(declared: str) -> LogicalType:
     """Map a declared type; NUMERIC/DECIMAL and everything textual (CHAR(32) UUIDs included) are carried as text."""
     base = re.sub(r"\(.*", "", declared.upper()).strip()
@@ -102,6 +98,21 @@ def _parse_instant(text: Any, aware: bool) -> datetime | None:
     return value if aware else value.replace(tzinfo=None)
 
 
+class NotATime(ValueError):
+    """A value of a time column that no time format reads."""
+
+    def __init__(self, column: str, value: Any) -> None:
+        super().__init__(column, value)
+        self.column, self.value = column, value
+
+
+def _parse_instant_of(column: Column, value: Any, aware: bool) -> datetime | None:
+    try:
+        return _parse_instant(value, aware)
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise NotATime(column.name, value) from None
+
+
 def time_array(values: list[Any], column: Column) -> pa.Array:
     """Text times to Arrow: Arrow's parser for the common uniform case, Python's for mixed forms."""
     aware = column.logical_type is LogicalType.TIMESTAMP_TZ
@@ -109,7 +120,7 @@ def time_array(values: list[Any], column: Column) -> pa.Array:
     try:
         return cast(cast(pa.array(values, pa.string()), pa.timestamp("us")), target)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([_parse_instant(value, aware) for value in values], target)
+        return pa.array([_parse_instant_of(column, value, aware) for value in values], target)
 
 
 def column_array(values: list[Any], column: Column) -> pa.Array:
@@ -152,7 +163,15 @@ class SQLiteSnapshot(SourceSnapshot):
         try:
             while rows := cursor.fetchmany(BATCH_ROWS):
                 values = list(zip(*rows, strict=True))
-                arrays = [column_array(list(values[i]), column) for i, column in enumerate(columns)]
+                try:
+                    arrays = [column_array(list(values[i]), column) for i, column in enumerate(columns)]
+                except NotATime as error:
+                    shown = repr(error.value)[:60]
+                    raise SourceError(
+                        f"The SQLite source's column {error.column} holds {shown}, which is not a date or time: "
+                        "correct that value in the Airflow database (Airflow writes 'YYYY-MM-DD HH:MM:SS.ffffff', "
+                        "UTC), then run the cycle again."
+                    ) from None
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
         finally:
             cursor.close()
@@ -217,12 +236,7 @@ class SQLiteSource(Source):
         self._connection.create_function(HEX_FUNCTION, 1, hex_integer, deterministic=True)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import sqlite3
-
-        try:
-            return self._connection.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise SourceError(f"Reading the SQLite source {self._path} failed: {error}") from error
+        return self._connection.execute(sql, params).fetchall()
 
     def list_tables(self) -> list[str]:
         return [row[0] for row in self._query(TABLES_SQL)]
@@ -246,20 +260,13 @@ class SQLiteSource(Source):
 
     @contextmanager
     def snapshot(self) -> Iterator[SourceSnapshot]:
-        import sqlite3
-
         # Taken before the read transaction starts; SQLite cannot report other connections' open writes.
         horizon = Horizon(read_started_at=datetime.now(UTC), oldest_open_write_at=None, sees_open_writes=False)
-        try:
-            self._connection.execute("BEGIN")
-            # A deferred transaction takes its snapshot at the first read: take it now.
-            self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as error:
-            raise SourceError(f"Opening a read transaction on {self._path} failed: {error}") from error
+        self._connection.execute("BEGIN")
+        # A deferred transaction takes its snapshot at the first read: take it now.
+        self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         try:
             yield SQLiteSnapshot(self._connection, horizon)
-        except sqlite3.Error as error:
-            raise SourceError(f"Reading the SQLite source {self._path} failed: {error}") from error
         finally:
             if self._connection.in_transaction:
                 self._connection.execute("ROLLBACK")
