@@ -228,46 +228,39 @@ class Dialect:
             (synced_at,),
         )
 
-    def _absent(self, schema: str, table: str, keys: str, key: Sequence[str], nullable: frozenset[str]) -> str:
-        return (
-            f"NOT EXISTS (SELECT 1 FROM {self.quote(keys)} AS k "
-            f"WHERE {self._key_match(key, 'k', self.table(schema, table), nullable)})"
+    def _keys_listed(self, schema: str, table: str, keys: str, key: Sequence[str], nullable: frozenset[str],
+                     listed: bool) -> str:
+        """Whether a mirror row's key is (``listed``) or is not among the staged ``keys``."""
+        match = self._key_match(key, "k", self.table(schema, table), nullable)
+        return f"{'' if listed else 'NOT '}EXISTS (SELECT 1 FROM {self.quote(keys)} AS k WHERE {match})"
+
+    def _soft_delete(self, schema: str, table: str, condition: str, deleted_at: Any) -> Statement:
+        return Statement(
+            f"UPDATE {self.table(schema, table)} SET {self.quote(DELETED_AT)} = {self.placeholder} "
+            f"WHERE {self.quote(DELETED_AT)} IS NULL AND {condition}",
+            (deleted_at,),
         )
 
     def soft_delete_absent(self, schema: str, table: str, keys: str, key: Sequence[str],
                            nullable: frozenset[str], deleted_at: Any) -> Statement:
-        return Statement(
-            f"UPDATE {self.table(schema, table)} SET {self.quote(DELETED_AT)} = {self.placeholder} "
-            f"WHERE {self.quote(DELETED_AT)} IS NULL AND {self._absent(schema, table, keys, key, nullable)}",
-            (deleted_at,),
-        )
+        return self._soft_delete(schema, table, self._keys_listed(schema, table, keys, key, nullable, False),
+                                 deleted_at)
 
     def hard_delete_absent(self, schema: str, table: str, keys: str, key: Sequence[str],
                            nullable: frozenset[str]) -> Statement:
-        return Statement(
-            f"DELETE FROM {self.table(schema, table)} WHERE {self._absent(schema, table, keys, key, nullable)}"
-        )
-
-    def _present(self, schema: str, table: str, keys: str, key: Sequence[str], nullable: frozenset[str]) -> str:
-        return (
-            f"EXISTS (SELECT 1 FROM {self.quote(keys)} AS k "
-            f"WHERE {self._key_match(key, 'k', self.table(schema, table), nullable)})"
-        )
+        condition = self._keys_listed(schema, table, keys, key, nullable, False)
+        return Statement(f"DELETE FROM {self.table(schema, table)} WHERE {condition}")
 
     def soft_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
                            nullable: frozenset[str], deleted_at: Any) -> Statement:
         """Mark deleted the live rows whose keys are in ``keys`` (``cdc-sync verify --fix``: extra rows)."""
-        return Statement(
-            f"UPDATE {self.table(schema, table)} SET {self.quote(DELETED_AT)} = {self.placeholder} "
-            f"WHERE {self.quote(DELETED_AT)} IS NULL AND {self._present(schema, table, keys, key, nullable)}",
-            (deleted_at,),
-        )
+        return self._soft_delete(schema, table, self._keys_listed(schema, table, keys, key, nullable, True),
+                                 deleted_at)
 
     def hard_delete_listed(self, schema: str, table: str, keys: str, key: Sequence[str],
                            nullable: frozenset[str]) -> Statement:
-        return Statement(
-            f"DELETE FROM {self.table(schema, table)} WHERE {self._present(schema, table, keys, key, nullable)}"
-        )
+        condition = self._keys_listed(schema, table, keys, key, nullable, True)
+        return Statement(f"DELETE FROM {self.table(schema, table)} WHERE {condition}")
 
     def live_text_expression(self, column: ColumnSpec) -> str:
         """A mirror column as read back for comparison: JSON as its text, everything else as stored."""
