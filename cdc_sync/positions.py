@@ -72,8 +72,8 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
     if not known:
         return position
     read_up_to = max(known)
-    if horizon.sees_open_writes and horizon.oldest_open_write_at is None:
-        # No writer was open at this read: an id it did not see will never commit.
+    if horizon.ids_commit_in_order or (horizon.sees_open_writes and horizon.oldest_open_write_at is None):
+        # No writer was open at this read (or none can commit a smaller id): an id it did not see never commits.
         return replace(position, high_water_mark=read_up_to, pending=None, pending_read_at=None)
     if position.pending is not None and _writers_finished_since(horizon, position.pending_read_at):
         # The last read's writers had all finished when this read began, and this read took every id above the

@@ -95,3 +95,11 @@ def test_append_pending_mark_is_confirmed_by_a_read_that_returns_no_row() -> Non
     assert (finished.high_water_mark, finished.pending) == (20, 20)
     quiet = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), None, True), None)
     assert (quiet.high_water_mark, quiet.pending) == (20, None)
+
+
+def test_append_mark_advances_at_once_where_ids_commit_in_order() -> None:
+    """SQLite has one writer at a time: a transaction's ids commit before another can take one, so the mark
+    advances to the largest id read although the engine cannot see other connections' transactions."""
+    sqlite_horizon = Horizon(T0, None, sees_open_writes=False, ids_commit_in_order=True)
+    position = next_position(LOG, CursorPosition(None, 8, None, None), sqlite_horizon, 30)
+    assert (position.high_water_mark, position.pending) == (30, None)

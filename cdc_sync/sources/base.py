@@ -113,6 +113,9 @@ class Horizon:
     # Engines whose statistics count deleted rows (PostgreSQL): that count per table, taken with the snapshot.
     # None where the engine keeps no such count, or does not keep it now (track_counts off).
     deletes_recorded: Mapping[str, int] | None = None
+    # Engines with one writer at a time (SQLite): a transaction's ids commit before another transaction can take
+    # one, so no id below one already committed can commit later, whatever the horizon could not see.
+    ids_commit_in_order: bool = False
 
     @property
     def safe_until(self) -> datetime:

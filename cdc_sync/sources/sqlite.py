@@ -260,8 +260,10 @@ class SQLiteSource(Source):
 
     @contextmanager
     def snapshot(self) -> Iterator[SourceSnapshot]:
-        # Taken before the read transaction starts; SQLite cannot report other connections' open writes.
-        horizon = Horizon(read_started_at=datetime.now(UTC), oldest_open_write_at=None, sees_open_writes=False)
+        # Taken before the read transaction starts; SQLite cannot report other connections' open writes, but it
+        # has one writer at a time, so ids commit in the order they are taken.
+        horizon = Horizon(read_started_at=datetime.now(UTC), oldest_open_write_at=None, sees_open_writes=False,
+                          ids_commit_in_order=True)
         self._connection.execute("BEGIN")
         # A deferred transaction takes its snapshot at the first read: take it now.
         self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
