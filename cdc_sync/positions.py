@@ -72,15 +72,20 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
     if not known:
         return position
     read_up_to = max(known)
-    if horizon.ids_commit_in_order or (horizon.sees_open_writes and horizon.oldest_open_write_at is None):
-        # No writer was open at this read (or none can commit a smaller id): an id it did not see never commits.
+    no_writer_seen = horizon.sees_open_writes and horizon.oldest_open_write_at is None
+    if horizon.ids_commit_in_order or (mark is None and no_writer_seen):
+        # One writer at a time: an id this read did not see can only be larger than those it saw. And a first
+        # read with no writer open confirms at once: otherwise the next read would have to read the whole table
+        # again (it leaves only the microseconds between a transaction's nextval and its first row).
         return replace(position, high_water_mark=read_up_to, pending=None, pending_read_at=None)
+    # Otherwise even with no writer open at this read, an id is not confirmed yet: a transaction takes its id
+    # (nextval) before it holds a transaction id that shows it as a writer. The next read confirms it.
     if position.pending is not None and _writers_finished_since(horizon, position.pending_read_at):
         # The last read's writers had all finished when this read began, and this read took every id above the
         # mark: whatever they committed below the last read's maximum has been read now. Writers that began after
         # the last read can only hold larger ids.
         mark = position.pending if mark is None else max(mark, position.pending)
-    return replace(position, high_water_mark=mark, pending=read_up_to, pending_read_at=horizon.read_started_at)
+    return replace(position, high_water_mark=mark, pending=read_up_to, pending_read_at=horizon.writers_compared_from)
 
 
 def _writers_finished_since(horizon: Horizon, moment: datetime | None) -> bool:

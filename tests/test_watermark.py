@@ -61,7 +61,27 @@ def test_append_ids_read_while_writers_were_open_are_confirmed_only_after_they_f
     newer_writer = next_position(LOG, next_read, Horizon(later, T0 + timedelta(seconds=1), True), 21)
     assert (newer_writer.high_water_mark, newer_writer.pending) == (20, 21)
     finished = next_position(LOG, next_read, Horizon(later, None, True), 21)
-    assert (finished.high_water_mark, finished.pending) == (21, None)
+    assert (finished.high_water_mark, finished.pending) == (20, 21)  # 21 is confirmed by the read after
+
+
+def test_writers_are_compared_with_the_moment_the_snapshot_was_taken_not_the_reads_start() -> None:
+    """A writer that began after the read transaction started but before its snapshot was taken may hold an id
+    below the largest the read saw: it must keep the pending mark from being confirmed."""
+    read = Horizon(T0, None, True, snapshot_taken_by=T0 + timedelta(milliseconds=2))
+    position = next_position(LOG, CursorPosition(None, 8, None, None), read, 20)
+    assert position.pending_read_at == T0 + timedelta(milliseconds=2)
+    writer_in_between = Horizon(T0 + timedelta(minutes=5), T0 + timedelta(milliseconds=1), True)
+    assert next_position(LOG, position, writer_in_between, 20).high_water_mark == 8
+
+
+def test_an_id_read_with_no_writer_open_is_confirmed_by_the_next_read() -> None:
+    """A transaction takes its id before it shows as a writer (nextval comes before its first row), so even a read
+    that saw no open writer leaves its ids pending; the next read, with that writer gone, confirms them."""
+    quiet = Horizon(T0, None, True)
+    position = next_position(LOG, CursorPosition(None, 8, None, None), quiet, 20)
+    assert (position.high_water_mark, position.pending) == (8, 20)
+    confirmed = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), None, True), None)
+    assert (confirmed.high_water_mark, confirmed.pending) == (20, 20)
 
 
 def test_append_mark_never_advances_when_open_writers_cannot_be_seen() -> None:
@@ -94,7 +114,7 @@ def test_append_pending_mark_is_confirmed_by_a_read_that_returns_no_row() -> Non
     finished = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), T0 + timedelta(seconds=1), True), None)
     assert (finished.high_water_mark, finished.pending) == (20, 20)
     quiet = next_position(LOG, position, Horizon(T0 + timedelta(minutes=5), None, True), None)
-    assert (quiet.high_water_mark, quiet.pending) == (20, None)
+    assert (quiet.high_water_mark, quiet.pending) == (20, 20)
 
 
 def test_append_mark_advances_at_once_where_ids_commit_in_order() -> None:
@@ -103,3 +123,11 @@ def test_append_mark_advances_at_once_where_ids_commit_in_order() -> None:
     sqlite_horizon = Horizon(T0, None, sees_open_writes=False, ids_commit_in_order=True)
     position = next_position(LOG, CursorPosition(None, 8, None, None), sqlite_horizon, 30)
     assert (position.high_water_mark, position.pending) == (30, None)
+
+
+def test_a_first_read_with_no_writer_open_confirms_at_once() -> None:
+    """A first read reads the whole table: leaving its ids pending would make the next read whole again."""
+    first = next_position(LOG, CursorPosition(None, None, None, None), Horizon(T0, None, True), 30)
+    assert (first.high_water_mark, first.pending) == (30, None)
+    busy = next_position(LOG, CursorPosition(None, None, None, None), Horizon(T0, T0, True), 30)
+    assert (busy.high_water_mark, busy.pending) == (None, 30)

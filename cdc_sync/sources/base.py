@@ -116,6 +116,16 @@ class Horizon:
     # Engines with one writer at a time (SQLite): a transaction's ids commit before another transaction can take
     # one, so no id below one already committed can commit later, whatever the horizon could not see.
     ids_commit_in_order: bool = False
+    # A moment at or after the snapshot was taken (``read_started_at`` may precede it). A write transaction that
+    # began later took its ids after the snapshot, so they are larger than every id the read saw; one that began
+    # earlier may hold a smaller id it has not committed. None: use ``read_started_at`` (engines without open
+    # writers to compare, or where the horizon is measured once the snapshot is open).
+    snapshot_taken_by: datetime | None = None
+
+    @property
+    def writers_compared_from(self) -> datetime:
+        """Writers that began after this moment hold only ids above those the read saw."""
+        return self.snapshot_taken_by or self.read_started_at
 
     @property
     def safe_until(self) -> datetime:

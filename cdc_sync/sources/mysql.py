@@ -13,6 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -367,6 +368,10 @@ class MySQLSource(Source):
         horizon = self._horizon()
         for statement in SNAPSHOT_SQL:
             self._query_raw(statement)
+        if horizon.sees_open_writes:
+            # Writers are compared with a moment after the snapshot opened, not with the horizon read before it.
+            (taken_by,) = self._query_raw(NOW_SQL)
+            horizon = replace(horizon, snapshot_taken_by=_utc(taken_by))
         try:
             yield MySQLSnapshot(self._connection, horizon)
         finally:

@@ -89,7 +89,8 @@ ORDER BY c.relname
 # is too wide to check id by id. pg_xact_status needs no privilege: a committed id costs one commit-log lookup, an
 # open one a look at the running transactions. The last column is each table's count of deleted rows in the
 # statistics (NULL when track_counts is off): read once per transaction and kept, so it is never later than the
-# snapshot; a deletion counted late only makes the next cycle check again.
+# snapshot; a deletion counted late only makes the next cycle check again. clock_timestamp() is read after the
+# statement took the snapshot (now() is the transaction's start, before it).
 HORIZON_SQL = """
 WITH taken AS (SELECT pg_current_snapshot() AS snapshot)
 SELECT now(), snapshot::text,
@@ -106,7 +107,8 @@ SELECT now(), snapshot::text,
        CASE WHEN current_setting('track_counts')::boolean THEN
          (SELECT coalesce(json_object_agg(relname, n_tup_del), '{}') FROM pg_stat_user_tables
            WHERE schemaname = current_schema())
-       END
+       END,
+       clock_timestamp()
 FROM taken
 """
 # The widest xmin..xmax range whose ids are checked one by one (a few milliseconds); beyond it, every id after the
@@ -288,11 +290,12 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, seen, oldest, sees_all, still_open, deleted = connection.execute(
+                started, seen, oldest, sees_all, still_open, deleted, taken_by = connection.execute(
                     HORIZON_SQL, (SUBTRANSACTION_CHECK_LIMIT,)).fetchone()
                 seen_rows = SeenRowVersions.parse(seen).with_subtransactions(
                     None if still_open is None else set(still_open))
-                horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted)
+                horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted,
+                                  snapshot_taken_by=taken_by)
                 yield PostgresSnapshot(connection, horizon)
         finally:
             connection.autocommit = True
