@@ -104,7 +104,7 @@ def test_snowflake_connection_with_json_extras():
 
 def test_snowflake_connection_with_legacy_prefixed_extras_and_private_key_content():
     from cdc_sync.airflow.connections import destination_settings
-    from cdc_sync.destinations.snowflake import load_private_key
+    from cdc_sync.destinations.snowflake_settings import load_private_key
 
     pem, der = _rsa_key_pem(b"key-passphrase")
     url, options = destination_settings("snowflake", _mapping(

@@ -15,12 +15,8 @@ from sqlglot import exp
 
 import cdc_sync
 from cdc_sync.destinations.dialect import ColumnSpec
-from cdc_sync.destinations.snowflake import (
-    SnowflakeDestination,
-    SnowflakeDialect,
-    connect_arguments,
-    snowflake_settings_from_connection,
-)
+from cdc_sync.destinations.snowflake import SnowflakeDestination, SnowflakeDialect
+from cdc_sync.destinations.snowflake_settings import connect_arguments, snowflake_settings_from_connection
 from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
 
@@ -258,7 +254,7 @@ def test_private_key_content_is_read_as_pem_or_as_base64_of_pem() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from cdc_sync.destinations.snowflake import load_private_key
+    from cdc_sync.destinations.snowflake_settings import load_private_key
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
