@@ -11,10 +11,7 @@ warehouse and the rows absent from them follow the table's delete mode.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from datetime import datetime
-
-import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.destinations.base import Destination
@@ -92,15 +89,12 @@ def deletions_since(plan: TablePlan, horizon: Horizon, previous: Watermark | Non
 
 
 def reconcile_deletes(destination: Destination, schema: str, plan: TablePlan, snapshot: SourceSnapshot,
-                      source_rows: SourceCount | int, report: TableReport, now: datetime,
-                      reading: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]] = iter,
-                      ) -> tuple[int, int | None]:
+                      source_rows: SourceCount | int, report: TableReport, now: datetime) -> tuple[int, int | None]:
     """Mark (or remove) the mirror's rows whose keys are gone from the source.
 
     ``source_rows`` is the source table's row count after a full read, or the count (and key digest) being taken
-    of an incremental read's snapshot. ``reading`` registers the key stream with the cycle, which closes it if the
-    table fails mid-read. Returns the rows marked deleted and, when known without asking again, the mirror's live
-    rows after."""
+    of an incremental read's snapshot. Returns the rows marked deleted and, when known without asking again, the
+    mirror's live rows after."""
     if plan.delete_mode == "ignore":
         return 0, None
     dialect = destination.dialect
@@ -120,7 +114,7 @@ def reconcile_deletes(destination: Destination, schema: str, plan: TablePlan, sn
     key_columns = key_specs(plan)  # the order read_keys streams them in
     destination.execute(dialect.drop_staging(keys))
     destination.execute(dialect.create_staging(keys, key_columns))
-    rows_read = destination.load(keys, key_columns, reading(snapshot.read_keys(plan.table, plan.merge_key)))
+    rows_read = destination.load(keys, key_columns, snapshot.read_keys(plan.table, plan.merge_key))
     faults.point("deletes")
     if rows_read == 0 and not plan.may_become_empty:
         live = int(destination.scalar(dialect.count_live(schema, plan.name)))

@@ -65,7 +65,6 @@ class TableCycle:
         self.schema = config.schema
         self.cycle_id = cycle_id
         self.digest = digest_for(config.hash_key)
-        self._reads: list[Iterator[pa.RecordBatch]] = []
 
     def on_connection(self, destination: Destination) -> TableCycle:
         """The same cycle's work on another warehouse connection (a lane of its own)."""
@@ -93,7 +92,7 @@ class TableCycle:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
-        rows = self._reading(snapshot.read_rows(plan.table, position.where))
+        rows = snapshot.read_rows(plan.table, position.where)
         batches: Iterable = faults.after_first("read", tally.watch(rows))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
@@ -122,7 +121,7 @@ class TableCycle:
                         raise SourceWasReset(plan.name)
                 report.rows_deleted, live_rows = reconcile_deletes(
                     destination, schema, plan, snapshot, tally.rows if read_everything else source_count,
-                    report, started, reading=self._reading,
+                    report, started,
                 )
             finally:
                 source_count.settle()
@@ -206,21 +205,6 @@ class TableCycle:
                 return written
             faults.point("staging")
             destination.execute(dialect.empty_table(staging))
-
-    def _reading(self, stream: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        self._reads.append(stream)
-        return stream
-
-    def end_reads(self) -> None:
-        """Close the source streams of the last attempt, finished or not, before its snapshot ends.
-
-        A stream abandoned by a failure mid-read still holds the source connection (a COPY under way, its read-ahead
-        threads waiting for room): the snapshot's rollback would wait for it forever."""
-        while self._reads:
-            stream = self._reads.pop()
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
     def _run_record(self, plan: TablePlan, report: TableReport, started: datetime, finished: datetime) -> RunRecord:
         return RunRecord(

@@ -76,7 +76,6 @@ def sync_table(cycle: TableCycle, source: Source, plan: TablePlan, previous: Wat
                     return cycle.run(plan, snapshot, decision.previous, True, report, clock_started,
                                      decision.mirror_columns)
             except BaseException:
-                cycle.end_reads()
                 cycle.destination.rollback()
                 raise
 
