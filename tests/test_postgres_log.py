@@ -3,6 +3,7 @@ publication's column lists, ownership, the capability check, peeking and advanci
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import psycopg
@@ -220,3 +221,33 @@ def test_driver_errors_leave_as_source_errors_and_other_engines_are_refused(log_
         assert not log.status().publication_exists
     with pytest.raises(ConfigError, match="this source is SQLite: use the query capture mode"):
         open_log(make_url("sqlite:///airflow.db"), names)
+
+
+def test_the_capture_commands_set_up_show_and_drop(log_source: str, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from cdc_sync.cli import main
+
+    schema = f"mirror_{uuid.uuid4().hex[:8]}"
+    common = ["--source", log_source, "--schema", schema, "--additional-tables", "connection"]
+    runner = CliRunner()
+    made = runner.invoke(main, ["capture", "setup", *common])
+    assert made.exit_code == 0, made.output
+    assert f"created publication cdc_sync_{schema} for dag " in made.output
+    assert f"created replication slot cdc_sync_{schema} (pgoutput)" in made.output
+    shown = runner.invoke(main, ["capture", "status", *common, "--json"])
+    status = json.loads(shown.output)
+    assert status["slot made by cdc_sync"] and status["publication made by cdc_sync"] and not status["active"]
+    assert status["retained WAL (MiB)"] >= 0 and status["WAL status"] == "reserved"
+    assert {"dag", "dag_run", "task_instance", "job", "connection"} <= set(status["tables"])
+    assert "conn_id" in status["tables"]["connection"] and "password" not in status["tables"]["connection"]
+    table = runner.invoke(main, ["capture", "status", *common]).output
+    assert "retained WAL (MiB)" in table and f"cdc_sync_{schema}" in table and "table connection" in table
+    dropped = runner.invoke(main, ["capture", "drop", *common])
+    assert dropped.output.splitlines() == [f"dropped replication slot cdc_sync_{schema}",
+                                           f"dropped publication cdc_sync_{schema}"]
+    again = runner.invoke(main, ["capture", "drop", *common])
+    assert again.exit_code == 0 and "neither slot" in again.output
+    sqlite = runner.invoke(main, ["capture", "setup", "--source", f"sqlite:///{tmp_path}/a.db"])
+    assert sqlite.exit_code == 2 and "use the query capture mode" in sqlite.output
+    assert "Traceback" not in sqlite.output
