@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,10 +11,11 @@ import click
 
 from cdc_sync import log_admin
 from cdc_sync.cli import _common, _fail, _logging, _print_stdout, _request, _stderr, _stdout_table
-from cdc_sync.config import build_config
+from cdc_sync.config import SyncConfig, build_config
 from cdc_sync.errors import CdcSyncError
 from cdc_sync.sources.pgoutput import format_lsn
 from cdc_sync.sources.postgres_log import LogStatus
+from cdc_sync.sources.publication import LogNames
 
 MIB = 1024 * 1024
 
@@ -28,27 +30,29 @@ def capture() -> None:
     """The source's replication slot and publication for log capture (PostgreSQL)."""
 
 
-def _config_and_names(options: dict[str, Any], slot: str | None, publication: str | None) -> tuple[Any, Any]:
-    request = _request(**options)
-    for unused in ("raise_on_failure", "parallel_tables", "lookback_seconds", "allow_foreign_source"):
-        request.pop(unused)
-    config = build_config(**request)
-    return config, log_admin.log_names(config, slot, publication)
+def _admin_command(function: Callable[[SyncConfig, LogNames, bool], None]) -> click.Command:
+    """A ``capture`` subcommand: the sync's table and column options (the publication follows them), the name
+    overrides, and an expected failure as one line with the README's exit code."""
+    @functools.wraps(function)
+    def command(as_json: bool, verbose: bool, slot: str | None, publication: str | None, **options: Any) -> None:
+        _logging(verbose)
+        try:
+            request = _request(**options)
+            for unused in ("raise_on_failure", "parallel_tables", "lookback_seconds", "allow_foreign_source"):
+                request.pop(unused)
+            config = build_config(**request)
+            function(config, log_admin.log_names(config, slot, publication), as_json)
+        except CdcSyncError as error:
+            _fail(error)
+
+    return capture.command()(_common(_names(command)))
 
 
-@capture.command()
-@_common
-@_names
-def setup(as_json: bool, verbose: bool, slot: str | None, publication: str | None, **options: Any) -> None:
+@_admin_command
+def setup(config: SyncConfig, names: LogNames, as_json: bool) -> None:
     """Create the publication (only the synced tables, no secret column) and the slot. Run once, by a role with
     REPLICATION (rds_replication on RDS) that owns Airflow's tables."""
-    _logging(verbose)
-    try:
-        config, names = _config_and_names(options, slot, publication)
-        result = log_admin.setup(config, names)
-    except CdcSyncError as error:
-        _fail(error)
-        return
+    result = log_admin.setup(config, names)
     if as_json:
         click.echo(json.dumps({"done": result.done, "warnings": result.warnings}, indent=2))
         return
@@ -58,18 +62,10 @@ def setup(as_json: bool, verbose: bool, slot: str | None, publication: str | Non
         click.echo(line)
 
 
-@capture.command()
-@_common
-@_names
-def status(as_json: bool, verbose: bool, slot: str | None, publication: str | None, **options: Any) -> None:
+@_admin_command
+def status(config: SyncConfig, names: LogNames, as_json: bool) -> None:
     """The slot's state and the WAL it retains, and what the publication lists."""
-    _logging(verbose)
-    try:
-        config, names = _config_and_names(options, slot, publication)
-        found = log_admin.status(config, names)
-    except CdcSyncError as error:
-        _fail(error)
-        return
+    found = log_admin.status(config, names)
     if as_json:
         click.echo(json.dumps(_status_summary(found), indent=2))
         return
@@ -82,18 +78,10 @@ def status(as_json: bool, verbose: bool, slot: str | None, publication: str | No
     _print_stdout(table)
 
 
-@capture.command()
-@_common
-@_names
-def drop(as_json: bool, verbose: bool, slot: str | None, publication: str | None, **options: Any) -> None:
+@_admin_command
+def drop(config: SyncConfig, names: LogNames, as_json: bool) -> None:
     """Drop the slot and the publication (only those cdc_sync made), so the source keeps no WAL for them."""
-    _logging(verbose)
-    try:
-        config, names = _config_and_names(options, slot, publication)
-        done = log_admin.drop(config, names)
-    except CdcSyncError as error:
-        _fail(error)
-        return
+    done = log_admin.drop(config, names)
     if as_json:
         click.echo(json.dumps({"done": done}, indent=2))
         return
