@@ -137,6 +137,10 @@ def test_setup_publishes_no_secret_and_peeks_advances_and_drops_only_its_own(log
         end = log.current_lsn()
         execute(log_source, "UPDATE connection SET host = 'later' WHERE conn_id = 'db'")
         changes = list(log.peek(end))
+        # A bounded call stops at the end of the transaction that holds its last change.
+        first = [change.message for change in log.peek(end, upto_changes=1)]
+        assert first == [change.message for change in changes][:len(first)]
+        assert sum(isinstance(message, Commit) for message in first) == 1
         messages = [change.message for change in changes]
         relation = next(message for message in messages if isinstance(message, Relation))
         assert relation.name == "connection" and set(relation.column_names) == set(connection_columns)
