@@ -215,20 +215,42 @@ _SIGNED64 = struct.Struct("!q")
 
 
 def _tuple(reader: _Reader) -> Row:
+    """A TupleData part. The hot loop of decoding (one pass per column of every changed row), so it reads the buffer
+    directly instead of through the reader's methods."""
+    data, offset = reader.data, reader.offset
     values: list[Value] = []
-    for _ in range(reader.int16()):
-        kind = reader.byte()
-        if kind == "n":
-            values.append(None)
-        elif kind == "u":
-            values.append(UNCHANGED_TOAST)
-        elif kind == "t":
-            values.append(reader.take(reader.int32()).decode())
-        elif kind == "b":
-            values.append(reader.take(reader.int32()))
-        else:
-            raise DecodeError(f"Unknown pgoutput tuple column kind {kind!r}.")
+    append = values.append
+    try:
+        (count,) = _INT16.unpack_from(data, offset)
+        offset += 2
+        for _ in range(count):
+            kind = data[offset]
+            offset += 1
+            if kind == _TEXT:
+                (size,) = _INT32.unpack_from(data, offset)
+                start, offset = offset + 4, offset + 4 + size
+                if offset > len(data):
+                    raise DecodeError(f"A pgoutput value of {size} bytes runs past the end of its message.")
+                append(data[start:offset].decode())
+            elif kind == _NULL:
+                append(None)
+            elif kind == _UNCHANGED:
+                append(UNCHANGED_TOAST)
+            elif kind == _BINARY:
+                (size,) = _INT32.unpack_from(data, offset)
+                start, offset = offset + 4, offset + 4 + size
+                if offset > len(data):
+                    raise DecodeError(f"A pgoutput value of {size} bytes runs past the end of its message.")
+                append(data[start:offset])
+            else:
+                raise DecodeError(f"Unknown pgoutput tuple column kind {chr(kind)!r}.")
+    except (IndexError, struct.error):
+        raise DecodeError(f"A pgoutput message ended early (offset {offset} of {len(data)} bytes).") from None
+    reader.offset = offset
     return tuple(values)
+
+
+_TEXT, _NULL, _UNCHANGED, _BINARY = b"t"[0], b"n"[0], b"u"[0], b"b"[0]
 
 
 def _expect(reader: _Reader, *kinds: str) -> str:
