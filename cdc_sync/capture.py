@@ -1,10 +1,11 @@
-"""How a cycle learns a table's changes: a :class:`Capture` gives the upserts and deletes since a position, and the
-position to commit with them (DESIGN §6).
+"""How a cycle learns a table's changes: a :class:`Capture` gives the rows changed since a position and the position
+to commit with them (DESIGN §6).
 
 The cycle (stage → MERGE → deletes → state → commit) does not care how the changes were found. Today's mode is
 :class:`QueryCapture`: it reads the rows a watermark has not passed yet (:mod:`cdc_sync.positions`), and finds
 deletions by comparing key sets (:mod:`cdc_sync.deletes`), because a query cannot see a row that is gone. A log
-capture (PostgreSQL logical decoding) will name its deleted keys instead, and its position will be an LSN.
+capture (PostgreSQL logical decoding, :mod:`cdc_sync.sources.postgres_log`) will name its deleted keys instead, and
+its position will be an LSN.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from cdc_sync.state import Watermark
 class TableChanges:
     """One table's changes since a position, as a capture found them.
 
-    ``upserts`` streams the new and changed rows (only the plan's columns). ``deleted_keys`` streams the merge keys of
-    rows removed at the source, or is None when the capture cannot see deletions and the cycle must find them by
-    comparing the source's keys with the mirror's. ``position_to_commit`` is asked once ``upserts`` is exhausted,
-    with the largest cursor value read, and gives the position saved in the same transaction as the rows.
+    ``upserts`` streams the new and changed rows (only the plan's columns). ``position_to_commit`` is asked once
+    ``upserts`` is exhausted, with the largest cursor value read, and gives the position saved in the same
+    transaction as the rows. Deletions: a query cannot see a row that is gone, so the cycle finds them by comparing
+    the source's keys with the mirror's (:mod:`cdc_sync.deletes`). The log capture will stream the deleted keys it
+    decodes here instead, together with the cycle code that applies them: a field the cycle ignored would lose
+    deletions silently.
     """
 
     upserts: Iterable[pa.RecordBatch]
@@ -39,12 +42,6 @@ class TableChanges:
     # Only rows rewritten since the last read come back, so the MERGE need not compare columns to skip unchanged
     # rows (see SourceSnapshot.reads_only_rewritten_rows).
     only_rewritten_rows: bool = False
-    deleted_keys: Iterable[pa.RecordBatch] | None = None
-
-    @property
-    def deletes_by_reconciliation(self) -> bool:
-        """Whether deletions must be found by comparing key sets (the capture does not list them)."""
-        return self.deleted_keys is None
 
 
 class Capture(ABC):

@@ -53,7 +53,7 @@ def test_a_first_read_takes_everything_and_a_later_one_starts_a_lookback_before_
     assert isinstance(capture, QueryCapture) and capture.mode == "query"
 
     first = capture.changes(plan, capture.start(plan, None, full=False))
-    assert first.read_everything and first.deletes_by_reconciliation
+    assert first.read_everything and not first.only_rewritten_rows
     assert [batch.num_rows for batch in first.upserts] == [2]
     assert snapshot.filters == [None]
 
