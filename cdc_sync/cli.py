@@ -1,4 +1,4 @@
-"""``cdc-sync run | resync | verify | status | demo``."""
+"""``cdc-sync run | resync | verify | status | demo``, and ``capture`` (:mod:`cdc_sync.cli_capture`)."""
 
 from __future__ import annotations
 
@@ -281,3 +281,9 @@ def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not verbose:
         logging.getLogger("cdc_sync").setLevel(logging.ERROR)
+
+
+# Last: the capture commands use the helpers above.
+from cdc_sync.cli_capture import capture  # noqa: E402
+
+main.add_command(capture)

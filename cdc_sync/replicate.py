@@ -21,6 +21,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from cdc_sync import faults
+from cdc_sync.capture import capture_for
 from cdc_sync.config import SyncConfig
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
 from cdc_sync.destinations import dialect_for, open_destination
@@ -32,7 +33,7 @@ from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_war
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
-from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
+from cdc_sync.positions import format_mark, mark_row_key
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
@@ -83,7 +84,8 @@ class TableCycle:
         key_changed = previous is not None and previous.merge_key not in (None, plan.merge_key_text)
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
-        position = start_position(plan, previous, self.config.lookback_seconds, full)
+        capture = capture_for(snapshot, self.config.lookback_seconds)
+        position = capture.start(plan, previous, full)
         may_have_deletions, deletes_recorded = deletions_since(plan, horizon, previous)
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
@@ -92,11 +94,11 @@ class TableCycle:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
-        rows = snapshot.read_rows(plan.table, position.where)
-        batches: Iterable = faults.after_first("read", tally.watch(rows))
+        changes = capture.changes(plan, position)
+        batches: Iterable = faults.after_first("read", tally.watch(changes.upserts))
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
-        read_everything = position.where is None
+        read_everything = changes.read_everything
         live_rows: int | None = None
         if not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
@@ -112,7 +114,7 @@ class TableCycle:
             try:
                 report.rows_written = self._merge_in_chunks(
                     plan, staging, batches, started, on_read_end=source_count.start,
-                    compare_rows=not snapshot.reads_only_rewritten_rows(position.where),
+                    compare_rows=not changes.only_rewritten_rows,
                 )
                 faults.point("merge")
                 if check_reset and not read_everything:
@@ -128,7 +130,7 @@ class TableCycle:
         report.rows_read = tally.rows
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
-        position = next_position(plan, position, horizon, tally.maximum)
+        position = changes.position_to_commit(tally.maximum)
         row_at_mark = mark_row_key(plan, previous, tally, position.high_water_mark)
         finished = utc_now()
         report.seconds = round(time.monotonic() - clock_started, 3)

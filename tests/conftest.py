@@ -53,6 +53,33 @@ def postgres_destination(postgres_available: None) -> str:
     pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def logical_decoding_available(postgres_available: None) -> None:
+    """The local PostgreSQL runs with wal_level=logical (.ci/run sets it in CI)."""
+    def check() -> None:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3) as connection:
+            level = connection.execute("SHOW wal_level").fetchone()[0]
+        if level != "logical":
+            raise RuntimeError(f"wal_level is {level}, logical decoding needs wal_level=logical")
+
+    require_service("PostgreSQL logical decoding", check)
+
+
+@pytest.fixture(scope="module")
+def logical_database(logical_decoding_available: None) -> str:
+    """A fresh, empty PostgreSQL database for logical decoding tests; returns its name.
+
+    Replication slots pin WAL for the whole server, so every slot left in this database is dropped afterwards,
+    whether the test passed or not (a database with slots cannot be dropped either)."""
+    name = f"cdc_log_{uuid.uuid4().hex[:10]}"
+    pg_recreate_database(name)
+    yield name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                           (name,))
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def duckdb_destination(tmp_path) -> str:
     return f"duckdb:///{tmp_path / 'mirror.duckdb'}"
