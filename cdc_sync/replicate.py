@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.capture import capture_for
+from cdc_sync.capture_choice import choose_capture
 from cdc_sync.config import SyncConfig
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
 from cdc_sync.destinations import dialect_for, open_destination
@@ -257,6 +258,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             )
         if resync_only:
             plans = [plan for plan in plans if plan.name in resync_only]
+        choose_capture(config, [plan.name for plan in plans])
         for plan in (plan for plan in plans if plan.excluded_by_name):
             report.warnings.append(excluded_by_name_warning(plan.name, plan.excluded_by_name))
             log.warning(report.warnings[-1])
