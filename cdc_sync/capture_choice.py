@@ -60,8 +60,7 @@ def choose_capture(config: SyncConfig, tables: Sequence[str]) -> CaptureChoice:
         if refusal:
             raise ConfigError(f"capture=log is not possible: {refusal}. Fix that, or use capture=query (or auto, "
                               "which falls back to the watermark mode by itself).")
-        # Until the log cycle is complete, an opt-in the source allows still cannot run.
-        raise ConfigError("capture=log is not available in this version yet: use capture=query or auto.")
+        return CaptureChoice("log", "capture=log: reading the source's write-ahead log")
     if refusal:
         choice = CaptureChoice("query", f"capture=auto uses the watermark mode: {refusal}")
     else:

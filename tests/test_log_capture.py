@@ -1,0 +1,122 @@
+"""The log capture mode end to end (cdc_sync.log_capture): a real Airflow 3 schema on PostgreSQL with wal_level=logical,
+mirrored into DuckDB and PostgreSQL, exact after every kind of change; the same scenarios in the query mode where
+they are cheap. Every slot a test made is dropped afterwards, even when it failed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import cdc_sync
+from cdc_sync.sources.pgoutput import parse_lsn
+from cdc_sync.sources.publication import LogNames
+from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
+from tests.test_core_cycle import scheduler_burst
+
+SCHEMA = "airflow_log"
+TABLES = ["dag", "dag_run", "job", "task_instance", "serialized_dag"]
+NAMES = LogNames.for_schema(SCHEMA)
+KEYS = {**AIRFLOW_KEYS, "serialized_dag": ["id"]}
+
+
+@pytest.fixture
+def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
+    """An Airflow 3 source whose replication slots are dropped at teardown (they pin WAL for the whole server)."""
+    yield airflow3_source
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE database = current_database()")
+
+
+def sync(source: str, destination: str, capture: str = "log", **options):
+    report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture, **options)
+    assert report.ok, report.failed
+    return report
+
+
+def assert_exact(source: str, destination: str) -> None:
+    for table in TABLES:
+        assert_mirrored(source, destination, SCHEMA, table, KEYS[table])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def slot_position(source: str) -> int | None:
+    with psycopg.connect(source) as connection:
+        row = connection.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                                 (NAMES.slot,)).fetchone()
+    return None if row is None else parse_lsn(row[0])
+
+
+def stored_positions(destination: str) -> dict[str, str | None]:
+    return dict(mirror_query(destination, f'SELECT table_name, log_position FROM "{SCHEMA}"."_cdc_watermarks"'))
+
+
+def killed_cycle(source: str, destination: str, point: str) -> None:
+    """``cdc-sync run --capture log`` in a process of its own, SIGKILLed at a fault point."""
+    command = [sys.executable, "-m", "tests.fault_run", "--", "run", "--source", source, "--destination", destination,
+               "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", "log", "--json"]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "CDC_SYNC_FAULT": f"{point}:kill"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+
+def test_log_mode_mirrors_a_scheduler_burst_deletes_and_a_truncate(logical_source: str, destination: str) -> None:
+    first = sync(logical_source, destination)
+    assert slot_position(logical_source) is not None
+    assert_exact(logical_source, destination)
+    assert {t.table: t.rows_written for t in first.tables}["task_instance"] > 0
+
+    scheduler_burst(logical_source)
+    sync(logical_source, destination)  # replays from the slot's position at the first copy: harmless
+    assert_exact(logical_source, destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__3'")
+        connection.execute("UPDATE dag_run SET state = 'success', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__4'")
+    second = {t.table: t for t in sync(logical_source, destination).tables}
+    assert second["task_instance"].rows_deleted == 4 and second["dag_run"].rows_written == 1
+    assert_exact(logical_source, destination)
+    before = slot_position(logical_source)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("TRUNCATE job")
+        connection.execute("INSERT INTO job (dag_id, state, job_type, latest_heartbeat, hostname) "
+                           "VALUES ('dag_1', 'running', 'SchedulerJob', now(), 'after-truncate')")
+    sync(logical_source, destination)
+    assert_exact(logical_source, destination)
+    assert mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."job" WHERE "_cdc_deleted_at" IS NULL') == [(1,)]
+    assert slot_position(logical_source) > before
+    assert all(position is not None for position in stored_positions(destination).values())
+
+
+@pytest.mark.parametrize("point", ["commit", "advance"])
+def test_a_kill_before_the_commit_or_before_the_slot_advances_loses_and_repeats_nothing(
+        logical_source: str, duckdb_destination: str, point: str) -> None:
+    sync(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)  # every table now holds a position past the first copy
+    scheduler_burst(logical_source)
+    stored, slot = stored_positions(duckdb_destination), slot_position(logical_source)
+    killed_cycle(logical_source, duckdb_destination, point)
+    assert slot_position(logical_source) == slot  # the slot never advanced
+    if point == "advance":
+        # The warehouse committed the burst and the new positions, then the process died.
+        assert all(parse_lsn(after) > parse_lsn(stored[table]) for table, after in
+                   stored_positions(duckdb_destination).items())
+        assert_exact(logical_source, duckdb_destination)
+    else:
+        assert stored_positions(duckdb_destination)["task_instance"] == stored["task_instance"]
+    replay = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    # After the kill at advance, the slot replays the burst, and every change of it is at or below the positions.
+    if point == "advance":
+        assert (replay["task_instance"].rows_read, replay["task_instance"].rows_written) == (0, 0)
+    else:
+        # 8 task instances took a new id (a delete of the old id and an upsert each), and 3 are new.
+        assert (replay["task_instance"].rows_read, replay["task_instance"].rows_written) == (8 + 8 + 3, 11)
+    assert_exact(logical_source, duckdb_destination)
+    assert slot_position(logical_source) > slot
