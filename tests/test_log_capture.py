@@ -120,3 +120,44 @@ def test_a_kill_before_the_commit_or_before_the_slot_advances_loses_and_repeats_
         assert (replay["task_instance"].rows_read, replay["task_instance"].rows_written) == (8 + 8 + 3, 11)
     assert_exact(logical_source, duckdb_destination)
     assert slot_position(logical_source) > slot
+
+
+BIG_JSON = "(SELECT jsonb_object_agg(g::text, md5(g::text || %s)) FROM generate_series(1, 600) AS g)"
+
+
+def write_big_values(source: str) -> None:
+    """Values far over the 8 kB page (out-of-line TOAST, little compression) in jsonb and bytea columns."""
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute(f"UPDATE dag_run SET conf = {BIG_JSON}, updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'", ("conf",))
+        connection.execute(f"UPDATE task_instance SET next_kwargs = {BIG_JSON}, executor_config = "
+                           "decode(repeat(md5(task_id), 400), 'hex'), updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'", ("kwargs",))
+        connection.execute("INSERT INTO dag_version (id, version_number, dag_id, created_at, last_updated) "
+                           "VALUES ('00000000-0000-0000-0000-000000000001', 1, 'dag_1', now(), now())")
+        connection.execute(f"INSERT INTO serialized_dag (id, dag_id, data, created_at, last_updated, dag_hash, "
+                           f"dag_version_id) VALUES (gen_random_uuid(), 'dag_1', {BIG_JSON}, now(), now(), 'h1', "
+                           "'00000000-0000-0000-0000-000000000001')", ("data",))
+
+
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_unchanged_toasted_values_stay_after_an_update_of_another_column(logical_source: str, destination: str,
+                                                                         capture: str) -> None:
+    write_big_values(logical_source)
+    sync(logical_source, destination, capture)
+    sync(logical_source, destination, capture)  # log: the big values arrive whole from the log, after the copy
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'")
+        connection.execute("UPDATE task_instance SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'")
+        connection.execute("UPDATE serialized_dag SET dag_hash = 'h2', last_updated = clock_timestamp()")
+        sizes = connection.execute("SELECT pg_column_size(conf) FROM dag_run WHERE run_id = 'scheduled__5'").fetchone()
+    assert sizes[0] > 8192
+    report = {t.table: t for t in sync(logical_source, destination, capture).tables}
+    assert report["task_instance"].rows_written == 4 and report["serialized_dag"].rows_written == 1
+    assert_exact(logical_source, destination)
+    big = mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."task_instance" '
+                                    "WHERE run_id = 'scheduled__5' AND next_kwargs IS NOT NULL "
+                                    "AND executor_config IS NOT NULL AND state = 'failed'")
+    assert big == [(4,)]
