@@ -161,3 +161,48 @@ def test_unchanged_toasted_values_stay_after_an_update_of_another_column(logical
                                     "WHERE run_id = 'scheduled__5' AND next_kwargs IS NOT NULL "
                                     "AND executor_config IS NOT NULL AND state = 'failed'")
     assert big == [(4,)]
+
+
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_a_transaction_open_across_a_cycle_and_a_rolled_back_savepoint(logical_source: str, duckdb_destination: str,
+                                                                       capture: str) -> None:
+    sync(logical_source, duckdb_destination, capture)
+    with psycopg.connect(logical_source) as writer:
+        writer.execute("UPDATE dag_run SET state = 'queued', updated_at = clock_timestamp() "
+                       "WHERE run_id = 'scheduled__6'")
+        with pytest.raises(psycopg.errors.RaiseException), writer.transaction():  # a savepoint, rolled back
+            writer.execute("UPDATE dag_run SET state = 'rolled back', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__7'")
+            writer.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__7'")
+            writer.execute("DO $$ BEGIN RAISE EXCEPTION 'roll back to the savepoint'; END $$")
+        writer.execute("UPDATE task_instance SET state = 'up_for_retry', updated_at = clock_timestamp() "
+                       "WHERE run_id = 'scheduled__6'")
+        open_cycle = {t.table: t for t in sync(logical_source, duckdb_destination, capture).tables}
+        assert open_cycle["dag_run"].rows_written == 0 and open_cycle["task_instance"].rows_written == 0
+        writer.commit()
+    sync(logical_source, duckdb_destination, capture)
+    assert_exact(logical_source, duckdb_destination)
+    states = mirror_query(duckdb_destination, f'SELECT run_id, state FROM "{SCHEMA}"."dag_run" '
+                                              "WHERE run_id IN ('scheduled__6', 'scheduled__7') ORDER BY run_id")
+    assert states[0] == ("scheduled__6", "queued") and states[1][1] != "rolled back"
+
+
+def test_no_cycle_reads_the_slot_while_another_holds_the_schema(logical_source: str, postgres_destination: str) -> None:
+    """The schema's cycle lock is taken before the slot is touched: a second cycle gives up without reading it."""
+    from cdc_sync.destinations import open_destination
+    from cdc_sync.errors import CycleAlreadyRunningError
+    from cdc_sync.urls import parse_url
+
+    sync(logical_source, postgres_destination)
+    scheduler_burst(logical_source)
+    slot = slot_position(logical_source)
+    with open_destination(parse_url(postgres_destination, role="destination"), {}) as holder:
+        assert holder.try_lock(SCHEMA)
+        with pytest.raises(CycleAlreadyRunningError):
+            cdc_sync.sync(logical_source, postgres_destination, SCHEMA, tables=TABLES, capture="log")
+        holder.unlock(SCHEMA)
+    assert slot_position(logical_source) == slot
+    sync(logical_source, postgres_destination)
+    sync(logical_source, postgres_destination)
+    assert_exact(logical_source, postgres_destination)
+    assert slot_position(logical_source) > slot
