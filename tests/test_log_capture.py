@@ -67,32 +67,35 @@ def killed_cycle(source: str, destination: str, point: str) -> None:
     assert result.returncode == -9, result.stderr[-2000:]
 
 
-def test_log_mode_mirrors_a_scheduler_burst_deletes_and_a_truncate(logical_source: str, destination: str) -> None:
-    first = sync(logical_source, destination)
-    assert slot_position(logical_source) is not None
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_a_scheduler_burst_deletes_and_a_truncate_are_mirrored_exactly(logical_source: str, destination: str,
+                                                                       capture: str) -> None:
+    first = sync(logical_source, destination, capture)
+    assert (slot_position(logical_source) is not None) == (capture == "log")
     assert_exact(logical_source, destination)
     assert {t.table: t.rows_written for t in first.tables}["task_instance"] > 0
 
     scheduler_burst(logical_source)
-    sync(logical_source, destination)  # replays from the slot's position at the first copy: harmless
+    sync(logical_source, destination, capture)  # log: replays from the slot position of the first copy, harmless
     assert_exact(logical_source, destination)
     with psycopg.connect(logical_source, autocommit=True) as connection:
         connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__3'")
         connection.execute("UPDATE dag_run SET state = 'success', updated_at = clock_timestamp() "
                            "WHERE run_id = 'scheduled__4'")
-    second = {t.table: t for t in sync(logical_source, destination).tables}
+    second = {t.table: t for t in sync(logical_source, destination, capture).tables}
     assert second["task_instance"].rows_deleted == 4 and second["dag_run"].rows_written == 1
     assert_exact(logical_source, destination)
-    before = slot_position(logical_source)
+    before = slot_position(logical_source) or 0
     with psycopg.connect(logical_source, autocommit=True) as connection:
         connection.execute("TRUNCATE job")
         connection.execute("INSERT INTO job (dag_id, state, job_type, latest_heartbeat, hostname) "
                            "VALUES ('dag_1', 'running', 'SchedulerJob', now(), 'after-truncate')")
-    sync(logical_source, destination)
+    sync(logical_source, destination, capture)
     assert_exact(logical_source, destination)
     assert mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."job" WHERE "_cdc_deleted_at" IS NULL') == [(1,)]
-    assert slot_position(logical_source) > before
-    assert all(position is not None for position in stored_positions(destination).values())
+    if capture == "log":
+        assert slot_position(logical_source) > before
+        assert all(position is not None for position in stored_positions(destination).values())
 
 
 @pytest.mark.parametrize("point", ["commit", "advance"])
@@ -206,3 +209,28 @@ def test_no_cycle_reads_the_slot_while_another_holds_the_schema(logical_source: 
     sync(logical_source, postgres_destination)
     assert_exact(logical_source, postgres_destination)
     assert slot_position(logical_source) > slot
+
+
+def test_a_resync_of_one_table_in_log_mode_copies_it_and_the_log_carries_on_for_all(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination, deletes="hard")
+    scheduler_burst(logical_source)
+    sync(logical_source, duckdb_destination, deletes="hard")
+    positions = stored_positions(duckdb_destination)
+    report = cdc_sync.resync(logical_source, duckdb_destination, SCHEMA, tables=TABLES, capture="log",
+                             deletes="hard", only=["dag_run"])
+    assert report.ok and [t.table for t in report.tables] == ["dag_run"] and report.tables[0].rows_read > 50
+    after = stored_positions(duckdb_destination)
+    assert parse_lsn(after["dag_run"]) <= parse_lsn(positions["dag_run"])  # the slot's position: replayed next
+    assert {table: after[table] for table in after if table != "dag_run"} == \
+        {table: positions[table] for table in positions if table != "dag_run"}
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__9'")
+        connection.execute("DELETE FROM dag_run WHERE run_id = 'scheduled__9'")
+        connection.execute("TRUNCATE job")
+    sync(logical_source, duckdb_destination, deletes="hard")
+    assert_exact(logical_source, duckdb_destination)
+    every_row = mirror_query(duckdb_destination, f'SELECT (SELECT count(*) FROM "{SCHEMA}"."job"), '
+                                                 f'(SELECT count(*) FROM "{SCHEMA}"."dag_run" '
+                                                 "WHERE run_id = 'scheduled__9')")
+    assert every_row == [(0, 0)]  # hard deletes: gone, not marked
