@@ -39,7 +39,8 @@ def sync(
     and ``hash_columns`` (["table.column"]), ``hash_key`` (default ``CDC_SYNC_HASH_KEY``: hashed columns get
     HMAC-SHA-256 under it, else plain SHA-256, which anyone can recompute for a guessed value), ``lookback_seconds``,
     ``allow_foreign_source``, ``parallel_tables``, ``capture`` ("auto" | "log" | "query", see
-    :mod:`cdc_sync.capture_choice`).
+    :mod:`cdc_sync.capture_choice`), ``max_retained_wal`` (bytes of WAL the log mode's slot may keep before the cycle
+    drops it and resyncs in the watermark mode; default 1 GiB).
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
     """
     config = _config(source, destination, schema,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cdc_sync import faults
@@ -36,6 +37,7 @@ from cdc_sync.sources.publication import LogNames, PublishedTable
 from cdc_sync.state import Watermark
 
 log = logging.getLogger("cdc_sync")
+MIB = 1 << 20
 
 
 class LogSession:
@@ -51,9 +53,21 @@ class LogSession:
         self._identities = identities
 
     @classmethod
-    def open(cls, config: SyncConfig, plans: Sequence[TablePlan]) -> LogSession:
+    def open(cls, config: SyncConfig, plans: Sequence[TablePlan], warnings: list[str]) -> LogSession | None:
+        """The session, or None when the slot kept more WAL than ``config.max_retained_wal`` (or lost it) and was
+        dropped: the cycle then resyncs every table in the watermark mode. Warnings are appended to ``warnings``."""
         source_log = open_log(config.source_url, LogNames.for_schema(config.schema))
         try:
+            status = source_log.status()
+            verdict = retained_wal_verdict(status.retained_wal_bytes, status.wal_status, config.max_retained_wal)
+            if verdict is not None:
+                warnings.append(verdict.message)
+                log.warning(verdict.message)
+                if verdict.drop:
+                    for done in source_log.drop():
+                        log.info("log capture: %s", done)
+                    source_log.close()
+                    return None
             for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
                 log.info("log capture: %s", done)
             status = source_log.status()
@@ -91,6 +105,30 @@ class LogSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class WalVerdict:
+    drop: bool
+    message: str
+
+
+def retained_wal_verdict(retained: int | None, wal_status: str | None, bound: int) -> WalVerdict | None:
+    """What the WAL the slot keeps calls for: nothing (None), a warning past half the bound, or, past the bound or
+    once PostgreSQL invalidated the slot (wal_status ``lost``), dropping it so that it cannot fill the source's
+    disk. Nothing is lost: the cycle re-reads every table in the watermark mode."""
+    mib = f"{(retained or 0) / MIB:,.0f} MiB"
+    if wal_status == "lost":
+        return WalVerdict(True, "The replication slot lost WAL it needed (PostgreSQL invalidated it): it is dropped, "
+                                "and this cycle re-reads every table in the watermark mode.")
+    if retained is None or retained <= bound // 2:
+        return None
+    if retained > bound:
+        return WalVerdict(True, f"The replication slot keeps {mib} of WAL, over max_retained_wal ({bound / MIB:,.0f} "
+                                "MiB): it is dropped so that it cannot fill the source's disk, and this cycle re-reads "
+                                "every table in the watermark mode. Run cycles more often, or raise max_retained_wal.")
+    return WalVerdict(False, f"The replication slot keeps {mib} of WAL, over half of max_retained_wal "
+                             f"({bound / MIB:,.0f} MiB); past it, the slot is dropped and the tables resynced.")
 
 
 def _read(messages: Iterable[Any], tables: set[str]) \

@@ -297,7 +297,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                                                                set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 if capture.mode == "log":
-                    log_session = cycle.log_session = LogSession.open(config, published)
+                    log_session = cycle.log_session = LogSession.open(config, published, report.warnings)
+                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
                 cycle.digest_switches = frozenset(digest_switches(
                     {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
                     (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,

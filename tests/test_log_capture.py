@@ -234,3 +234,33 @@ def test_a_resync_of_one_table_in_log_mode_copies_it_and_the_log_carries_on_for_
                                                  f'(SELECT count(*) FROM "{SCHEMA}"."dag_run" '
                                                  "WHERE run_id = 'scheduled__9')")
     assert every_row == [(0, 0)]  # hard deletes: gone, not marked
+
+
+def test_the_retained_wal_bound_warns_past_half_and_drops_past_it() -> None:
+    from cdc_sync.log_capture import retained_wal_verdict
+
+    mib = 1 << 20
+    assert retained_wal_verdict(None, None, 100 * mib) is None
+    assert retained_wal_verdict(50 * mib, "reserved", 100 * mib) is None
+    warning = retained_wal_verdict(60 * mib, "reserved", 100 * mib)
+    assert not warning.drop and "keeps 60 MiB of WAL, over half of max_retained_wal (100 MiB)" in warning.message
+    assert retained_wal_verdict(101 * mib, "extended", 100 * mib).drop
+    assert retained_wal_verdict(0, "lost", 100 * mib).drop
+
+
+def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_query_mode(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination)
+    scheduler_burst(logical_source)
+    with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
+        connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
+    report = sync(logical_source, duckdb_destination, max_retained_wal=1 << 20)
+    assert slot_position(logical_source) is None
+    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report.warnings)
+    assert {t.table: t.rows_read for t in report.tables}["task_instance"] > 200  # every row re-read
+    assert set(stored_positions(duckdb_destination).values()) == {None}
+    assert_exact(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)  # log capture again: a new slot and a first copy
+    assert slot_position(logical_source) is not None
+    assert all(stored_positions(duckdb_destination).values())
+    assert_exact(logical_source, duckdb_destination)
