@@ -22,8 +22,8 @@ Transform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
 
 def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, changes: TableLogChanges,
                       synced_at: datetime, transform: Transform) -> tuple[int, int]:
-    """Write the changes; returns the rows written and deleted. ``transform`` is applied to every upserted batch
-    (hashed columns), as to the query mode's rows."""
+    """Write the changes; returns the rows written and deleted. ``transform`` is applied to every batch (hashed
+    columns), as to the query mode's rows."""
     dialect = destination.dialect
     deleted = 0
     if plan.delete_mode != "ignore":
@@ -32,7 +32,7 @@ def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, ch
                          else dialect.soft_delete_all(schema, plan.name, synced_at))
             deleted += max(destination.execute(statement), 0)
         if changes.deleted_keys:
-            deleted += _delete_listed(destination, schema, plan, changes, synced_at)
+            deleted += _delete_listed(destination, schema, plan, changes, synced_at, transform)
     written = 0
     for group in changes.upserts:
         columns = tuple(ColumnSpec(name, plan.table.column(name).logical_type) for name in group.columns)
@@ -49,7 +49,7 @@ def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, ch
 
 
 def _delete_listed(destination: Destination, schema: str, plan: TablePlan, changes: TableLogChanges,
-                   synced_at: datetime) -> int:
+                   synced_at: datetime, transform: Transform) -> int:
     """Delete by the replica identity the log sent (the primary key under REPLICA IDENTITY DEFAULT), matched
     against the mirror's copy of those columns, whatever the merge key."""
     dialect = destination.dialect
@@ -57,7 +57,7 @@ def _delete_listed(destination: Destination, schema: str, plan: TablePlan, chang
     key_columns = tuple(ColumnSpec(name, plan.table.column(name).logical_type) for name in changes.identity)
     destination.execute(dialect.drop_staging(keys))
     destination.execute(dialect.create_staging(keys, key_columns))
-    destination.load(keys, key_columns, iter(changes.deleted_keys))
+    destination.load(keys, key_columns, transform(changes.deleted_keys))  # a hashed key column matches its digest
     if plan.delete_mode == "hard":
         statement = dialect.hard_delete_listed(schema, plan.name, keys, changes.identity, frozenset())
     else:
