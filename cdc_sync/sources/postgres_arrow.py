@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from cdc_sync.arrow_kernels import cast
 from cdc_sync.errors import SourceError
+from cdc_sync.sources.csv_stream import read_ahead
 from cdc_sync.types import ARROW_TYPES, Column
 from cdc_sync.urls import URL, redact, scrub
 
@@ -38,7 +39,8 @@ BINARY_NATIVE_TYPES = {"bool", "int2", "int4", "int8", "float8", "text", "varcha
 # (bench/README.md): below it, opening the connection and importing the snapshot cost more than the faster decode.
 ARROW_READ_MIN_BYTES = 16 << 20
 # Bytes of Arrow data per batch the driver hands over: memory stays a few batches, whatever the table size.
-BATCH_SIZE_HINT_BYTES = 16 << 20
+BATCH_SIZE_HINT_BYTES = 4 << 20
+READ_AHEAD_BATCHES = 2
 # pg_export_snapshot()'s output: hex words and dashes. SET TRANSACTION SNAPSHOT takes no bound parameter, so the
 # identifier (produced by the server, never by a user) is checked against this form before it meets SQL text.
 SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
@@ -113,16 +115,20 @@ class ArrowReader:
         path types them. A read given up early is cancelled on the server: otherwise ending the transaction would
         first drain the rest of the table."""
         target = pa.schema([pa.field(column.name, ARROW_TYPES[column.logical_type]) for column in columns])
+
+        def decoded(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                if batch.num_rows:
+                    yield retyped(batch, target)
+
         cursor = self._connection.cursor()
         cursor.adbc_statement.set_options(
             **{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_SIZE_HINT_BYTES)})
         finished = False
         try:
             cursor.execute(sql)
-            reader = cursor.fetch_record_batch()
-            for batch in reader:
-                if batch.num_rows:
-                    yield retyped(batch, target)
+            # The driver decodes the next batch on a thread of its own while the caller writes the last one.
+            yield from read_ahead(decoded(cursor.fetch_record_batch()), depth=READ_AHEAD_BATCHES)
             finished = True
         finally:
             if not finished:
