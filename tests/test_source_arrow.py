@@ -168,3 +168,23 @@ def test_a_snapshot_id_of_another_form_never_reaches_sql(probe_source: str) -> N
     reader = ArrowReader(make_url(probe_source), "host=127.0.0.1 user=postgres dbname=postgres", {})
     with pytest.raises(SourceError, match="unexpected form"):
         reader.join("1'; DROP TABLE probe; --")
+
+
+def test_a_killed_adbc_connection_is_replaced_at_the_next_snapshot(probe_source: str, monkeypatch) -> None:
+    """The server ends the ADBC session mid-snapshot: the read fails as a SourceError, ending the snapshot does not
+    hide it, and the next snapshot reads on a new connection."""
+    monkeypatch.setattr(postgres_source, "ARROW_READ_MIN_BYTES", 0)
+    database = make_url(probe_source).database
+    with open_source(parse_url(probe_source, role="source")) as source:
+        table = source.describe("probe")
+        own = source.inner._connection.info.backend_pid
+        lost = r"Reading rows of probe.*connection failed"
+        with pytest.raises(SourceError, match=lost), source.snapshot() as snapshot:
+            assert len(pa.Table.from_batches(list(snapshot.read_rows(table)))) == 3
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE datname = %s AND pid <> %s", (database, own)).fetchone()[0]
+            assert killed == 1
+            list(snapshot.read_rows(table))
+        with source.snapshot() as snapshot:
+            assert len(pa.Table.from_batches(list(snapshot.read_rows(table)))) == 3

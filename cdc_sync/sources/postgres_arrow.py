@@ -16,6 +16,7 @@ first batch (a gigabyte for two million task instances). Only unfiltered reads c
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -104,11 +105,21 @@ class ArrowReader:
             cursor.execute(set_snapshot.format(snapshot_id))
 
     def leave(self) -> None:
-        """End the snapshot's transaction (read-only: nothing to commit)."""
-        if self._in_snapshot:
-            self._in_snapshot = False
+        """End the snapshot's transaction (read-only: nothing to commit). A connection that cannot end it (lost,
+        or broken by the failure that ends the snapshot) is dropped instead, and the next read opens another:
+        raising here would hide the failure being handled."""
+        if not self._in_snapshot:
+            return
+        import adbc_driver_manager
+
+        self._in_snapshot = False
+        try:
             with self._connection.cursor() as cursor:
                 cursor.execute("ROLLBACK")
+        except adbc_driver_manager.Error:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
+                connection.close()
 
     def batches(self, sql: str, columns: tuple[Column, ...]) -> Iterator[pa.RecordBatch]:
         """The rows of ``sql`` (one column per ``columns``, selected by :func:`select_expression`), typed as the CSV
