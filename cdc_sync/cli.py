@@ -14,11 +14,15 @@ import click
 
 from cdc_sync import api
 from cdc_sync.errors import CdcSyncError, ConfigError
+from cdc_sync.freshness import FreshnessReport, check_freshness, parse_duration
 from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.state import Watermark
 from cdc_sync.verification import VerifyReport
 
 # `cdc-sync verify` found a difference it did not repair (1: a failure, 2: bad input).
 NOT_EXACT_EXIT_CODE = 3
+# `cdc-sync status --max-lag` found a table stale or failed, or no table synced at all.
+STALE_EXIT_CODE = 4
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -238,30 +242,63 @@ def _print_verification(report: VerifyReport, as_json: bool) -> None:
                 _stderr().print(f"{item.table}: {kind} keys (sample): {', '.join(map(str, sample))}", soft_wrap=True)
 
 
+class Duration(click.ParamType):
+    """A duration such as ``30m``, ``90s``, ``1h30m`` or ``2d``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 @main.command()
 @click.option("--destination", envvar="CDC_SYNC_DESTINATION_URL")
 @click.option("--schema", envvar="CDC_SYNC_SCHEMA")
+@click.option("--max-lag", type=Duration(), default=None,
+              help=f"Alert (exit code {STALE_EXIT_CODE}) when a table's mirror is further behind its source than "
+                   "this (30m, 90s, 1h30m, 2d), or its last attempt failed.")
 @click.option("--json", "as_json", is_flag=True)
-def status(destination: str | None, schema: str | None, as_json: bool) -> None:
-    """The watermark table: last success, lag, rows and errors per table."""
+def status(destination: str | None, schema: str | None, max_lag: float | None, as_json: bool) -> None:
+    """The watermark table: last success, lag, rows and errors per table. With --max-lag, a freshness check."""
     try:
         marks = api.status(destination, schema)
     except CdcSyncError as error:
         _fail(error)
         return
+    freshness = None if max_lag is None else check_freshness(marks, max_lag)
+    _print_status(marks, freshness, as_json)
+    if freshness is not None and not freshness.ok:
+        sys.exit(STALE_EXIT_CODE)
+
+
+def _print_status(marks: list[Watermark], freshness: FreshnessReport | None, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([vars(mark) for mark in marks], indent=2, default=str))
+        summary = [vars(mark) for mark in marks] if freshness is None else freshness.summary()
+        click.echo(json.dumps(summary, indent=2, default=str))
         return
     if not marks:
         _stderr().print("No cycle has run into this schema yet.")
         return
-    table = _stdout_table("cdc-sync status", ("table", "strategy", "cursor", "high-water mark", "last success",
-                                              "lag s", "live rows", "error"))
+    columns = ("table", "strategy", "cursor", "high-water mark", "last success", "lag s", "live rows", "error")
+    table = _stdout_table("cdc-sync status", columns + (("verdict",) if freshness else ()))
+    verdicts = {item.watermark.table_name: item.verdict for item in freshness.tables} if freshness else {}
     for mark in marks:
+        verdict = verdicts.get(mark.table_name)
         table.add_row(mark.table_name, mark.strategy, mark.cursor_column or "", mark.high_water_mark or "",
                       str(mark.last_success_at or ""), f"{mark.lag_seconds or 0:.1f}", str(mark.live_rows or 0),
-                      (mark.last_error or "")[:80])
+                      (mark.last_error or "")[:80],
+                      *(() if verdict is None else (verdict if verdict == "fresh" else f"[red]{verdict}",)))
     _print_stdout(table)
+    if freshness is not None and not freshness.ok:
+        for verdict, meaning in (("stale", f"behind their source by more than {freshness.max_lag_seconds:g} s"),
+                                 ("failed", "failed in their last attempt")):
+            if names := freshness.named(verdict):
+                _stderr().print(f"[red]alert:[/] {', '.join(names)}: {meaning}", soft_wrap=True)
 
 
 @main.command()
