@@ -15,6 +15,7 @@ import click
 from cdc_sync import api
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.freshness import FreshnessReport, check_freshness, parse_duration
+from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.state import Watermark
 from cdc_sync.verification import VerifyReport
@@ -127,13 +128,16 @@ def _print_report(report: CycleReport, as_json: bool) -> None:
 
 def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: bool, **extra: Any) -> None:
     if as_json or not sys.stderr.isatty():
-        report = action(**request, **extra)  # no one watches a spinner in a scheduler's log
+        # No one watches bars in a scheduler's log: a plain line per long read, about every 10 s.
+        report = action(**request, progress=ProgressLines(lambda line: click.echo(line, err=True)), **extra)
     else:
-        with _stderr().status("syncing…") as status:
-            def progress(item: TableReport) -> None:
-                status.update(f"synced {item.table} ({item.rows_read} rows read)")
+        from cdc_sync.progress_bars import ProgressBars
 
-            report = action(**request, on_table=progress, **extra)
+        with ProgressBars(_stderr()) as bars:
+            def synced(item: TableReport) -> None:
+                bars.status(f"synced {item.table} ({item.rows_read} rows read)")
+
+            report = action(**request, on_table=synced, progress=bars, **extra)
     _print_report(report, as_json)
     if not report.ok:
         sys.exit(1)

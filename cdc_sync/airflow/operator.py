@@ -18,6 +18,7 @@ from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import DELETE_MODES
 from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
 
@@ -189,7 +190,7 @@ class AirflowDbSyncOperator(BaseOperator):
         while True:
             try:
                 return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                            hash_key=key, **request)
+                            hash_key=key, progress=ProgressLines(self.log.info), **request)
             except CycleAlreadyRunningError:
                 if time.monotonic() >= deadline:
                     raise
