@@ -35,6 +35,13 @@ class _RowsColumn(ProgressColumn):
         return Text(f"{int(task.completed):,}{of} rows{rate}", style="progress.download")
 
 
+class _TableBarColumn(BarColumn):
+    """The bar, for tables only (the status line has none)."""
+
+    def render(self, task: Task) -> RenderableType:
+        return super().render(task) if task.fields.get("table") else Text("")
+
+
 class _TimeLeftColumn(TimeRemainingColumn):
     """The time left, for table bars with an estimate only."""
 
@@ -48,7 +55,7 @@ class ProgressBars(ReadProgress):
     """A context manager: the bars show while it is open and vanish when it closes (the report follows)."""
 
     def __init__(self, console: Console, status: str = "syncing…") -> None:
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _RowsColumn(),
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), _TableBarColumn(), _RowsColumn(),
                                   _TimeLeftColumn(), console=console, transient=True)
         self._status = self._progress.add_task(status, total=None)
 

@@ -4,7 +4,6 @@ real cycles of a real Airflow 3 database."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import duckdb
