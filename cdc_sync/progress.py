@@ -77,10 +77,10 @@ def duration_text(seconds: float) -> str:
 class ProgressLines(ReadProgress):
     """Plain lines through ``write`` (stderr, a task's logger): no terminal control, one line per message."""
 
-    def __init__(self, write: Callable[[str], None], interval: float = LINE_INTERVAL_SECONDS,
+    def __init__(self, write: Callable[[str], None], interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._write = write
-        self.interval = interval
+        self.interval = LINE_INTERVAL_SECONDS if interval is None else interval
         self.clock = clock
         self._lock = threading.Lock()  # lanes write from their own threads
 
