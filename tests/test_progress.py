@@ -48,15 +48,20 @@ def test_plain_lines_show_growing_rows_out_of_the_estimate_then_a_last_line(sqli
     assert re.fullmatch(r"task_instance: read 200 rows in \d+s \([\d,]+ rows/s\)", last)
     assert _lines_of(lines, "dag")  # each table its own lines
 
-    # The next cycle reads changes only (the lookback's few rows): no estimate, nor a query for one.
+    # The next cycle runs both tables side by side (lanes) and asks the source for no estimate: task_instance
+    # reads changes only (the lookback's few rows), unknown in number; dag is read whole (SQLite has no change
+    # detector), estimated by its mirror's live rows.
     estimates: list[str] = []
     estimate_rows = sqlite_source.SQLiteSnapshot.estimate_rows
     monkeypatch.setattr(sqlite_source.SQLiteSnapshot, "estimate_rows",
                         lambda snapshot, table: estimates.append(table.name) or estimate_rows(snapshot, table))
     lines.clear()
-    cdc_sync.sync(sqlite_airflow3_source, destination, tables=["task_instance"],
-                  progress=ProgressLines(lines.append, interval=0.0))
-    assert lines and all(" of ~" not in line for line in lines) and estimates == []
+    report = cdc_sync.sync(sqlite_airflow3_source, destination, tables=["dag", "task_instance"],
+                           progress=ProgressLines(lines.append, interval=0.0), parallel_tables=2)
+    assert {item.strategy for item in report.tables} == {"full", "incremental"}
+    assert _lines_of(lines, "task_instance") and all(" of ~" not in line for line in _lines_of(lines, "task_instance"))
+    assert _lines_of(lines, "dag")[0].startswith("dag: read 5 of ~5 rows (100%)")
+    assert estimates == []
 
     # A resync reads the whole table again: its estimate is the mirror's live rows, known without a query.
     lines.clear()
