@@ -286,7 +286,7 @@ def _print_status(marks: list[Watermark], freshness: FreshnessReport | None, as_
         click.echo(json.dumps(summary, indent=2, default=str))
         return
     if not marks:
-        _stderr().print("No cycle has run into this schema yet.")
+        _stderr().print(("[red]alert:[/] " if freshness else "") + "No cycle has run into this schema yet.")
         return
     columns = ("table", "strategy", "cursor", "high-water mark", "last success", "lag s", "live rows", "error")
     table = _stdout_table("cdc-sync status", columns + (("verdict",) if freshness else ()))

@@ -82,6 +82,8 @@ def test_a_tiny_max_lag_is_exceeded_after_a_short_wait(sqlite_airflow3_source: s
     # A schema no cycle has synced is not fresh either.
     code, verdict = _status(runner, destination, "1h", "--schema", "never_synced")
     assert code == STALE_EXIT_CODE and verdict["ok"] is False and verdict["tables"] == []
+    human = runner.invoke(main, ["status", "--destination", destination, "--max-lag", "1h", "--schema", "never"])
+    assert human.exit_code == STALE_EXIT_CODE and "alert: No cycle has run into this schema yet." in human.stderr
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2d", 172800),
