@@ -266,15 +266,22 @@ class Duration(click.ParamType):
 @click.option("--max-lag", type=Duration(), default=None,
               help=f"Alert (exit code {STALE_EXIT_CODE}) when a table's mirror is further behind its source than "
                    "this (30m, 90s, 1h30m, 2d), or its last attempt failed.")
+@click.option("--table", "only", multiple=True,
+              help="With --max-lag: check only this table (repeatable, or comma-separated); one never synced is stale.")
 @click.option("--json", "as_json", is_flag=True)
-def status(destination: str | None, schema: str | None, max_lag: float | None, as_json: bool) -> None:
+def status(destination: str | None, schema: str | None, max_lag: float | None, only: tuple[str, ...],
+           as_json: bool) -> None:
     """The watermark table: last success, lag, rows and errors per table. With --max-lag, a freshness check."""
+    if only and max_lag is None:
+        _fail(ConfigError("--table narrows the freshness check: give --max-lag too (e.g. --max-lag 30m)."))
     try:
         marks = api.status(destination, schema)
     except CdcSyncError as error:
         _fail(error)
         return
-    freshness = None if max_lag is None else check_freshness(marks, max_lag)
+    freshness = None if max_lag is None else check_freshness(marks, max_lag, tables=_split(only) or None)
+    if freshness is not None and only:
+        marks = [item.watermark for item in freshness.tables]
     _print_status(marks, freshness, as_json)
     if freshness is not None and not freshness.ok:
         sys.exit(STALE_EXIT_CODE)

@@ -15,6 +15,7 @@ arrive with old timestamps, so the mirror is complete only up to its start.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,10 +75,16 @@ class FreshnessReport:
         }
 
 
-def check_freshness(watermarks: list[Watermark], max_lag_seconds: float,
-                    now: datetime | None = None) -> FreshnessReport:
-    """Each table's verdict at ``now`` (default: this machine's clock, in UTC)."""
+def check_freshness(watermarks: list[Watermark], max_lag_seconds: float, now: datetime | None = None,
+                    tables: Iterable[str] | None = None) -> FreshnessReport:
+    """Each table's verdict at ``now`` (default: this machine's clock, in UTC).
+
+    ``tables``: judge only these, in this order; one without a watermark was never synced, so it is stale. A
+    table no longer synced keeps its watermark and would turn stale: naming the synced tables leaves it out."""
     now = now or datetime.now(UTC)
+    if tables is not None:
+        known = {mark.table_name: mark for mark in watermarks}
+        watermarks = [known.get(name) or Watermark(table_name=name, strategy="") for name in dict.fromkeys(tables)]
     return FreshnessReport(now, max_lag_seconds, tuple(_judge(mark, max_lag_seconds, now) for mark in watermarks))
 
 

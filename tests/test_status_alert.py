@@ -79,6 +79,13 @@ def test_a_tiny_max_lag_is_exceeded_after_a_short_wait(sqlite_airflow3_source: s
     code, verdict = _status(runner, destination, "1s")
     assert code == STALE_EXIT_CODE and verdict["stale"] == ["dag"]
     assert verdict["tables"][0]["current_lag_seconds"] > 1
+    # Only the tables named: one the schema never synced is stale.
+    assert _status(runner, destination, "1h", "--table", "dag")[0] == 0
+    code, verdict = _status(runner, destination, "1h", "--table", "dag,dag_run")
+    assert code == STALE_EXIT_CODE and verdict["stale"] == ["dag_run"]
+    assert [(t["table_name"], t["verdict"]) for t in verdict["tables"]] == [("dag", "fresh"), ("dag_run", "stale")]
+    alone = runner.invoke(main, ["status", "--destination", destination, "--table", "dag"])
+    assert alone.exit_code == 2 and "give --max-lag too" in alone.stderr
     # A schema no cycle has synced is not fresh either.
     code, verdict = _status(runner, destination, "1h", "--schema", "never_synced")
     assert code == STALE_EXIT_CODE and verdict["ok"] is False and verdict["tables"] == []
