@@ -130,6 +130,11 @@ ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 # table names) reads it. The value is a quoted identifier, bound as a parameter.
 USE_SCHEMA_SQL = "SELECT set_config('search_path', %s, false)"
 CURRENT_SCHEMA_SQL = "SELECT current_schema()"
+# The planner's row count of a table (kept by VACUUM, ANALYZE and CREATE INDEX): a progress bar's total.
+ESTIMATE_ROWS_SQL = """
+SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = %s
+"""
 # Eight hex digits of an MD5 as an unsigned integer (the key digest, cdc_sync.key_digest).
 HEX_TO_INTEGER = "('x' || {})::bit(32)::bigint"
 SESSION_SETTINGS_SQL = (
@@ -231,6 +236,10 @@ class PostgresSnapshot(SourceSnapshot):
 
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
+
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        row = self._connection.execute(ESTIMATE_ROWS_SQL, (table.name,)).fetchone()
+        return None if row is None or row[0] < 0 else int(row[0])  # -1: never vacuumed nor analyzed
 
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         # char(n) prints padded by COPY (so in the mirror) but casts to text unpadded: not renderable alike.
