@@ -7,6 +7,7 @@
       task_instance_history when not synced). Snowflake's upper-case unquoted names match here too, because the
       sources quote schemas only. -#}
   {%- if not execute -%}{{ return(none) }}{%- endif -%}
+  {%- if not var('airflow_mirror_introspect', true) -%}{{ return(source('airflow_mirror', table)) }}{%- endif -%}
   {{ return(load_relation(source('airflow_mirror', table))) }}
 {% endmacro %}
 
@@ -51,16 +52,26 @@
 
 
 {% macro select_mirrored(table, columns) %}
-  {#- ``columns``: (output name, [candidate source columns, first present wins], kind) with kind one of string,
-      int, float, bool, timestamp, json. Adds the mirror's bookkeeping: cdc_synced_at, cdc_deleted_at and
+  {#- ``columns``: (output name, [candidate source columns], kind) with kind one of string, int, float, bool,
+      timestamp, json. The candidates present are coalesced in order (a mirror upgraded from Airflow 2 keeps
+      execution_date next to logical_date), and none present gives a typed NULL. Adds the mirror's bookkeeping: cdc_synced_at, cdc_deleted_at and
       is_deleted (soft-deleted rows are kept, so history purged by ``airflow db clean`` stays queryable). -#}
   {%- set relation = airflow_mirror.mirror_relation(table) -%}
-  {%- set present = airflow_mirror.mirror_columns(relation) -%}
+  {%- if var('airflow_mirror_introspect', true) -%}
+    {%- set present = airflow_mirror.mirror_columns(relation) -%}
+  {%- else -%}
+    {#- Compiling without a warehouse (airflow_mirror_introspect: false): assume every table and the first
+        candidate of each column exist, JSON columns as JSON. -#}
+    {%- set present = {'_cdc_synced_at': 'timestamp', '_cdc_deleted_at': 'timestamp'} -%}
+    {%- for output, candidates, kind in columns -%}{%- do present.update({candidates[0]: kind}) -%}{%- endfor -%}
+  {%- endif -%}
   select
   {%- for output, candidates, kind in columns %}
     {% set chosen = [] -%}
-    {%- for candidate in candidates if candidate in present and not chosen -%}{%- do chosen.append(candidate) -%}{%- endfor -%}
-    {%- if chosen -%} {{ airflow_mirror.mirrored_value(chosen[0], present[chosen[0]], kind) }}
+    {%- for candidate in candidates if candidate in present -%}{%- do chosen.append(candidate) -%}{%- endfor -%}
+    {%- if chosen | length > 1 -%}
+      coalesce({% for name in chosen %}{{ airflow_mirror.mirrored_value(name, present[name], kind) }}{{ ', ' if not loop.last }}{% endfor %})
+    {%- elif chosen -%} {{ airflow_mirror.mirrored_value(chosen[0], present[chosen[0]], kind) }}
     {%- else -%} {{ airflow_mirror.typed_null(kind) }}
     {%- endif %} as {{ output }},
   {%- endfor %}

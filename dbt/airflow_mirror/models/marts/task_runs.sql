@@ -1,11 +1,13 @@
 {#- One row per try of a task instance. The latest try comes from task_instance; earlier tries from
     task_instance_history (Airflow 2.10+ and 3.x, when mirrored) or, on Airflow 2.x, from task_fail, whose rows
-    carry no try number: they are numbered in the order they started. A task instance that has not started a try
-    (cleared, scheduled, skipped before running) has no row. -#}
+    carry no try number: the k-th failure of a task instance is taken as its try k (Airflow 2 retries a try only
+    after it failed; a success before a failure happens only across a clear). A task_fail row already known from
+    the other tables (same key, and the same start or end) is left out. A task instance that has not started a try
+    (cleared, scheduled, skipped before running) has no row of its own. -#}
 with current_try as (
     select *, 1 as recorded_rank, 'task_instance' as recorded_in
     from {{ ref('stg_airflow__task_instance') }}
-    where try_number >= 1 and state is not null and (start_date is not null or queued_at is not null)
+    where try_number >= 1 and state is not null and coalesce(start_date, queued_at, end_date) is not null
 ),
 
 archived_try as (
@@ -19,26 +21,33 @@ known_try as (
     select * from archived_try
 ),
 
+numbered_failure as (
+    select
+        f.*,
+        row_number() over (
+            partition by f.dag_id, f.task_id, f.run_id, f.map_index
+            order by coalesce(f.start_date, f.end_date), f.task_fail_id
+        ) as try_number
+    from {{ ref('stg_airflow__task_fail') }} as f
+),
+
 failed_try as (
-    {#- A task_fail row already known from the tables above (same key and start) is left out. -#}
     select
         f.dag_id, f.task_id, f.run_id, f.map_index,
         ti.task_instance_uuid,
-        row_number() over (
-            partition by f.dag_id, f.task_id, f.run_id, f.map_index order by f.start_date, f.task_fail_id
-        ) as try_number,
+        f.try_number,
         ti.max_tries, 'failed' as state, cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as queued_at,
         cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as scheduled_at,
         f.start_date, f.end_date, f.duration_seconds, ti.operator, ti.pool, ti.pool_slots, ti.queue, ti.executor,
         ti.hostname, ti.priority_weight, cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as updated_at,
         f.cdc_synced_at, f.cdc_deleted_at, f.is_deleted, 3 as recorded_rank, 'task_fail' as recorded_in
-    from {{ ref('stg_airflow__task_fail') }} as f
+    from numbered_failure as f
     left join {{ ref('stg_airflow__task_instance') }} as ti
         on ti.dag_id = f.dag_id and ti.task_id = f.task_id and ti.run_id = f.run_id and ti.map_index = f.map_index
     where not exists (
         select 1 from known_try as k
         where k.dag_id = f.dag_id and k.task_id = f.task_id and k.run_id = f.run_id and k.map_index = f.map_index
-          and k.start_date = f.start_date
+          and (k.start_date = f.start_date or k.end_date = f.end_date)
     )
 ),
 
