@@ -14,5 +14,5 @@ venv="${1:-$repo/.venv-dbt}"
 python="${DBT_PYTHON:-3.11}"
 uv venv --quiet --allow-existing --python "$python" "$venv"
 uv pip install --quiet --compile-bytecode -p "$venv/bin/python" \
-  "dbt-core>=1.10,<1.12" "dbt-duckdb==1.11.*" "dbt-postgres==1.11.*" "dbt-snowflake" "dbt-redshift"
-"$venv/bin/dbt" --version
+  "dbt-core>=1.10,<1.12" "dbt-duckdb==1.11.*" "dbt-postgres==1.11.*" "dbt-snowflake==1.12.*" "dbt-redshift==1.11.*"
+"$venv/bin/python" -c "from dbt.version import __version__; import dbt.adapters.duckdb, dbt.adapters.postgres; print('dbt', __version__, 'ready in $venv')"
