@@ -57,3 +57,4 @@ def test_every_compiled_statement_parses_in_the_warehouse_dialect(compiled, ware
     everything = "\n".join(statements.values())
     for fragment in DISPATCHED[warehouse]:
         assert fragment in everything, f"{fragment!r} missing from the {warehouse} SQL"
+
