@@ -59,3 +59,11 @@ def build_in_parallel(project: Path, targets: list[str], *arguments: str) -> Non
         if process.returncode != 0:
             failures.append(f"dbt build --target {target} failed:\n{output[-6000:]}")
     assert not failures, "\n".join(failures)
+
+
+def require_dbt() -> None:
+    """The dbt environment is built by tests/dbt_env.sh (and .ci/run); without it these tests cannot run."""
+    if not DBT_BIN.exists():
+        import pytest
+
+        pytest.fail(f"no dbt environment at {DBT_BIN.parent.parent}: create it with bash tests/dbt_env.sh")

@@ -7,17 +7,15 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
-import pytest
 
-from tests.dbt_runner import DBT_BIN, duckdb_target, run_dbt, write_project
+from tests.dbt_runner import duckdb_target, require_dbt, run_dbt, write_project
 
 
 def test_a_mirror_with_only_a_history_table_builds_and_gives_state_durations(tmp_path: Path) -> None:
     """Every table the package reads is optional: on a schema holding only a cdc_sync history table
     (task_instance__history), every model builds and passes its tests (empty), and task_state_durations measures
     the time between versions."""
-    if not DBT_BIN.exists():
-        pytest.fail(f"no dbt environment at {DBT_BIN.parent.parent}: create it with bash tests/dbt_env.sh")
+    require_dbt()
     mirror = tmp_path / "mirror.duckdb"
     start = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
     at = [start + dt.timedelta(seconds=s) for s in (0, 4.5, 65.25, 70)]

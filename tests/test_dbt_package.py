@@ -30,11 +30,11 @@ from tests.airflow_schema import (
 )
 from tests.dbt_runner import (
     ANALYTICS_SCHEMA,
-    DBT_BIN,
     MARTS,
     build_in_parallel,
     duckdb_target,
     postgres_target,
+    require_dbt,
     write_project,
 )
 
@@ -114,8 +114,7 @@ def _read_marts(adapter: str, duckdb_path: Path, pg_url: str) -> dict[str, tuple
 
 
 def _build(version: str, template: str, factory: pytest.TempPathFactory):
-    if not DBT_BIN.exists():
-        pytest.fail(f"no dbt environment at {DBT_BIN.parent.parent}: create it with bash tests/dbt_env.sh")
+    require_dbt()
     suffix = uuid.uuid4().hex[:8]
     source_name, mirror_name = f"cdc_dbt_src{version}_{suffix}", f"cdc_dbt_dst{version}_{suffix}"
     source = pg_recreate_database(source_name, template=template)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlglot
 
-from tests.dbt_runner import DBT_BIN, dbt_command, write_project
+from tests.dbt_runner import dbt_command, require_dbt, write_project
 
 TARGETS = {
     "snowflake": {"type": "snowflake", "account": "offline-account", "user": "nobody", "password": "unused",
@@ -27,8 +27,7 @@ DISPATCHED = {
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[Path, str]]:
-    if not DBT_BIN.exists():
-        pytest.fail(f"no dbt environment at {DBT_BIN.parent.parent}: create it with bash tests/dbt_env.sh")
+    require_dbt()
     project = write_project(tmp_path_factory.mktemp("dbt-compile") / "project", TARGETS)
     arguments = ("compile", "--no-populate-cache", "--vars", "{airflow_mirror_introspect: false}")
     processes = {target: subprocess.Popen(dbt_command(project, *arguments, target=target), cwd=project,

@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 
 import duckdb
-import pytest
 from rich.console import Console
 
 from cdc_sync.demo_answers import show_answers
-from tests.dbt_runner import DBT_BIN
+from tests.dbt_runner import DBT_BIN, require_dbt
 
 
 def test_demo_mirrors_a_real_airflow_sqlite_database_and_answers_with_dbt(tmp_path: Path) -> None:
-    if not DBT_BIN.exists():
-        pytest.fail(f"no dbt environment at {DBT_BIN.parent.parent}: create it with bash tests/dbt_env.sh")
+    require_dbt()
     cli = Path(sys.executable).with_name("cdc-sync")
     env = {**os.environ, "CDC_SYNC_DBT": str(DBT_BIN), "COLUMNS": "200"}
     result = subprocess.run([str(cli), "demo", "--workdir", str(tmp_path)], capture_output=True, text=True,
