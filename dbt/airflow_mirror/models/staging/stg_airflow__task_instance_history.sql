@@ -1,25 +1,3 @@
 {#- Earlier tries of task instances (Airflow 2.10+ and 3.x archive a try here when it is retried or cleared).
     Empty when the mirror does not hold task_instance_history. -#}
-{{ airflow_mirror.select_mirrored('task_instance_history', [
-    ('dag_id', ['dag_id'], 'string'),
-    ('task_id', ['task_id'], 'string'),
-    ('run_id', ['run_id'], 'string'),
-    ('map_index', ['map_index'], 'int'),
-    ('task_instance_uuid', ['task_instance_id'], 'string'),
-    ('try_number', ['try_number'], 'int'),
-    ('max_tries', ['max_tries'], 'int'),
-    ('state', ['state'], 'string'),
-    ('queued_at', ['queued_dttm'], 'timestamp'),
-    ('scheduled_at', ['scheduled_dttm'], 'timestamp'),
-    ('start_date', ['start_date'], 'timestamp'),
-    ('end_date', ['end_date'], 'timestamp'),
-    ('duration_seconds', ['duration'], 'float'),
-    ('operator', ['custom_operator_name', 'operator'], 'string'),
-    ('pool', ['pool'], 'string'),
-    ('pool_slots', ['pool_slots'], 'int'),
-    ('queue', ['queue'], 'string'),
-    ('executor', ['executor'], 'string'),
-    ('hostname', ['hostname'], 'string'),
-    ('priority_weight', ['priority_weight'], 'int'),
-    ('updated_at', ['updated_at'], 'timestamp'),
-]) }}
+{{ airflow_mirror.select_mirrored('task_instance_history', airflow_mirror.task_instance_columns('task_instance_id')) }}
