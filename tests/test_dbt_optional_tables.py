@@ -1,14 +1,15 @@
 """Every table the package reads is optional: a mirror that lacks tables builds, and the history-table mart works
-when the history table is there."""
+when the history table is there. Source freshness alerts when the sync stops."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from pathlib import Path
 
 import duckdb
 
-from tests.dbt_runner import duckdb_target, require_dbt, run_dbt, write_project
+from tests.dbt_runner import dbt_command, duckdb_target, require_dbt, run_dbt, write_project
 
 
 def test_a_mirror_with_only_a_history_table_builds_and_gives_state_durations(tmp_path: Path) -> None:
@@ -47,3 +48,32 @@ def test_a_mirror_with_only_a_history_table_builds_and_gives_state_durations(tmp
     assert [(state, float(seconds), current) for state, seconds, current in durations] == [
         ("queued", 4.5, False), ("running", 60.75, False), ("success", 4.75, False)]
     assert empty == (0,)
+
+
+def test_source_freshness_fails_when_the_sync_stops(tmp_path: Path) -> None:
+    """``dbt source freshness`` passes on rows synced just now and fails once a table's newest _cdc_synced_at is
+    older than its error_after (two hours for job)."""
+    require_dbt()
+    mirror = tmp_path / "mirror.duckdb"
+    connection = duckdb.connect(str(mirror))
+    try:
+        connection.execute("CREATE SCHEMA airflow")
+        for table in ("dag_run", "task_instance", "job"):
+            connection.execute(f"CREATE TABLE airflow.{table} (id INTEGER, _cdc_synced_at TIMESTAMPTZ, "
+                               "_cdc_deleted_at TIMESTAMPTZ)")
+            connection.execute(f"INSERT INTO airflow.{table} VALUES (1, now(), NULL)")
+    finally:
+        connection.close()
+    project = write_project(tmp_path / "project", {"duckdb": duckdb_target(mirror)})
+    run_dbt(project, "source", "freshness", target="duckdb")
+
+    connection = duckdb.connect(str(mirror))
+    try:
+        connection.execute("UPDATE airflow.job SET _cdc_synced_at = now() - INTERVAL 3 HOUR")
+    finally:
+        connection.close()
+    stale = subprocess.run(dbt_command(project, "source", "freshness", target="duckdb"), cwd=project,
+                           capture_output=True, text=True, timeout=300)
+    assert stale.returncode == 1, stale.stdout[-3000:]
+    assert "ERROR STALE freshness of airflow_mirror.job" in stale.stdout
+    assert "PASS freshness of airflow_mirror.dag_run" in stale.stdout
