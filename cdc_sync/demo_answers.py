@@ -51,9 +51,11 @@ def write_dbt_project(directory: Path, mirror_path: Path, schema: str) -> Path:
 
 
 def _how_to(console: Console, project: Path) -> None:
+    named = os.environ.get("CDC_SYNC_DBT")
+    missing = f"CDC_SYNC_DBT names {named}, which is not an executable" if named else "dbt is not on PATH"
     console.print(
         "\nAnswers (failure rate and p95 duration per DAG) come from the dbt package in dbt/airflow_mirror. "
-        "dbt is not installed here; in a separate environment (dbt-core conflicts with Airflow 3.3):\n"
+        f"{missing}; install it in a separate environment (dbt-core conflicts with Airflow 3.3):\n"
         "  python3 -m venv .venv-dbt && .venv-dbt/bin/pip install 'dbt-core>=1.10,<1.12' 'dbt-duckdb==1.11.*'\n"
         f"  cd {project} && ../../.venv-dbt/bin/dbt deps --profiles-dir . && "
         "../../.venv-dbt/bin/dbt build --profiles-dir .\n"
