@@ -57,9 +57,9 @@ def _how_to(console: Console, project: Path) -> None:
         "\nAnswers (failure rate and p95 duration per DAG) come from the dbt package in dbt/airflow_mirror. "
         f"{missing}; install it in a separate environment (dbt-core conflicts with Airflow 3.3):\n"
         "  python3 -m venv .venv-dbt && .venv-dbt/bin/pip install 'dbt-core>=1.10,<1.12' 'dbt-duckdb==1.11.*'\n"
-        f"  cd {project} && ../../.venv-dbt/bin/dbt deps --profiles-dir . && "
-        "../../.venv-dbt/bin/dbt build --profiles-dir .\n"
-        "or run the demo again with CDC_SYNC_DBT=/path/to/dbt.")
+        f"  .venv-dbt/bin/dbt deps --project-dir {project} --profiles-dir {project}\n"
+        f"  .venv-dbt/bin/dbt build --project-dir {project} --profiles-dir {project}\n"
+        "or run the demo again with CDC_SYNC_DBT=/path/to/dbt.", soft_wrap=True)
 
 
 def show_answers(console: Console, mirror_path: Path, schema: str, workdir: Path) -> bool:

@@ -47,8 +47,9 @@ def test_without_dbt_the_demo_says_how_to_get_the_answers(tmp_path: Path, monkey
     output = io.StringIO()
     shown = show_answers(Console(file=output, width=200), tmp_path / "mirror.duckdb", "airflow", tmp_path)
     assert shown is False
-    assert "dbt-duckdb" in output.getvalue() and "dbt build" in output.getvalue()
-    assert f"CDC_SYNC_DBT names {tmp_path / 'no-dbt-here'}, which is not an executable" in output.getvalue()
+    said = output.getvalue()
+    assert f"CDC_SYNC_DBT names {tmp_path / 'no-dbt-here'}, which is not an executable" in said
+    assert f".venv-dbt/bin/dbt build --project-dir {tmp_path / 'dbt_project'}" in said and "dbt-duckdb" in said
     project = tmp_path / "dbt_project"
     assert "airflow_mirror_schema: \"airflow\"" in (project / "dbt_project.yml").read_text()
     assert "dbt/airflow_mirror" in (project / "packages.yml").read_text()
