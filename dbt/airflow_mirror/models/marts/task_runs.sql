@@ -37,10 +37,8 @@ failed_try as (
         ti.task_instance_uuid,
         f.try_number,
         ti.max_tries, 'failed' as state, cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as queued_at,
-        cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as scheduled_at,
-        f.start_date, f.end_date, f.duration_seconds, ti.operator, ti.pool, ti.pool_slots, ti.queue, ti.executor,
-        ti.hostname, ti.priority_weight, cast(null as {{ airflow_mirror.type_timestamp_tz() }}) as updated_at,
-        f.cdc_synced_at, f.cdc_deleted_at, f.is_deleted, 3 as recorded_rank, 'task_fail' as recorded_in
+        f.start_date, f.end_date, f.duration_seconds, ti.operator, ti.pool, ti.queue, ti.executor, ti.hostname,
+        f.cdc_deleted_at, f.is_deleted, 3 as recorded_rank, 'task_fail' as recorded_in
     from numbered_failure as f
     left join {{ ref('stg_airflow__task_instance') }} as ti
         on ti.dag_id = f.dag_id and ti.task_id = f.task_id and ti.run_id = f.run_id and ti.map_index = f.map_index
