@@ -37,6 +37,7 @@ from cdc_sync.log_capture import LogSession
 from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
+from cdc_sync.progress import ReadProgress, track
 from cdc_sync.report import CycleReport, TableReport
 from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
@@ -60,6 +61,8 @@ class TableCycle:
 
     # Tables whose hashed columns change digest in this cycle (a resync): emptied before they are re-read.
     digest_switches: frozenset[str] = frozenset()
+    # Where reads report their rows as they come (bars, plain lines); None: nowhere, at no cost.
+    progress: ReadProgress | None = None
     # The cycle's read of the replication slot, in the log capture mode (None: the watermark mode).
     log_session: LogSession | None = None
 
@@ -76,6 +79,7 @@ class TableCycle:
         """The same cycle's work on another warehouse connection (a lane of its own)."""
         lane = TableCycle(self.config, destination, StateStore(destination, self.schema), self.cycle_id)
         lane.digest_switches = self.digest_switches
+        lane.progress = self.progress
         lane.log_session = self.log_session
         return lane
 
@@ -102,6 +106,9 @@ class TableCycle:
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
         changes = capture.changes(plan, position)
         batches: Iterable = faults.after_first("read", tally.watch(changes.upserts))
+        if self.progress is not None:
+            batches = track(self.progress, plan.name, _estimate(snapshot, plan, previous, changes.read_everything),
+                            batches)
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
         read_everything = changes.read_everything
@@ -240,6 +247,16 @@ class TableCycle:
             log.error("Could not record the failure of %s: %s", plan.name, error)
 
 
+def _estimate(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None, whole_table: bool) -> int | None:
+    """About how many rows the read brings. A read of changes: unknown until it is done. A whole table: the live
+    rows its mirror held after the last cycle (free, and exact then), else the source's estimate (a first load)."""
+    if not whole_table:
+        return None
+    if previous is not None and previous.live_rows is not None:
+        return previous.live_rows
+    return snapshot.estimate_rows(plan.table)
+
+
 def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable[[], None]) -> Iterator[pa.RecordBatch]:
     """The batches, then ``callback()`` once the source stream has ended (its read, e.g. a COPY, is finished)."""
     yield from batches
@@ -247,7 +264,7 @@ def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable
 
 
 def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable[str] | None = None,
-              on_table: TableCallback | None = None) -> CycleReport:
+              on_table: TableCallback | None = None, progress: ReadProgress | None = None) -> CycleReport:
     """Run one cycle over the selected tables. Tables fail independently; the report says which did."""
     dialect_for(config.destination_url).validate_schema_name(config.schema)
     faults.check_environment()
@@ -296,6 +313,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
                                                                set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
+                cycle.progress = progress
                 if capture.mode == "log":
                     log_session = cycle.log_session = LogSession.open(config, published, report.warnings)
                     resync = resync or log_session is None  # the slot was dropped: its positions are gone

@@ -16,6 +16,15 @@ from tests.airflow_schema import PG_ADMIN, fill_airflow3, pg_airflow3_template, 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def whole_table_reads_through_adbc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every whole-table PostgreSQL read of the suite goes through ADBC (the path of large tables), not only those of
+    heaps over the size threshold, which no test table reaches; filtered reads keep the CSV path."""
+    import cdc_sync.sources.postgres as postgres_source
+
+    monkeypatch.setattr(postgres_source, "ARROW_READ_MIN_BYTES", 0)
+
+
 def require_service(name: str, check) -> None:
     try:
         check()

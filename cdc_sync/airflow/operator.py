@@ -18,6 +18,7 @@ from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import CAPTURE_MODES, DELETE_MODES
 from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
 
@@ -194,12 +195,16 @@ class AirflowDbSyncOperator(BaseOperator):
         while True:
             try:
                 return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                            hash_key=key, **request)
+                            hash_key=key, progress=ProgressLines(self._log_line), **request)
             except CycleAlreadyRunningError:
                 if time.monotonic() >= deadline:
                     raise
                 self.log.info("Another cycle holds schema %r; waiting for it", self.destination_schema)
                 time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+
+    def _log_line(self, line: str) -> None:
+        """A progress line into the task log, as it is (its % signs are no format)."""
+        self.log.info("%s", line)
 
     def _publish_synced(self, report: CycleReport) -> None:
         """Keep as outlets only the tables this run synced, so their asset events mean fresh data."""

@@ -60,6 +60,10 @@ class TranslatedSnapshot(SourceSnapshot):
         with self._boundary.translating(f"counting the rows of {table.name}"):
             return self.inner.count_rows(table)
 
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        with self._boundary.translating(f"estimating the rows of {table.name}"):
+            return self.inner.estimate_rows(table)
+
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         with self._boundary.translating(f"computing the key digest of {table.name}"):
             return self.inner.key_digest(table, key)
