@@ -44,9 +44,13 @@ class LogSession:
     """One cycle's read of the slot: every published table's committed changes up to the WAL position at its start."""
 
     def __init__(self, source_log: TranslatedLog, tables: Sequence[str], slot_position: int, position: int,
-                 changes: Mapping[str, list[LoggedChange]], identities: Mapping[str, tuple[str, ...]]) -> None:
+                 changes: Mapping[str, list[LoggedChange]], identities: Mapping[str, tuple[str, ...]],
+                 unlogged: frozenset[str] = frozenset()) -> None:
         self._log = source_log
         self.tables = tuple(tables)
+        # Tables whose changes before this cycle the slot may not hold (the slot was made now, or the table was just
+        # added to the publication): their stored positions mean nothing, so they are copied in full.
+        self.unlogged = unlogged
         self.slot_position = slot_position  # where the slot stood before this cycle's peek
         self.position = position  # every change committed before it has been read
         self._changes = changes
@@ -68,6 +72,7 @@ class LogSession:
                         log.info("log capture: %s", done)
                     source_log.close()
                     return None
+            published_before = {table.name for table in status.tables} if status.slot_exists else set()
             for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
                 log.info("log capture: %s", done)
             status = source_log.status()
@@ -77,8 +82,9 @@ class LogSession:
         except BaseException:
             source_log.close()
             raise
+        unlogged = frozenset(plan.name for plan in plans if plan.name not in published_before)
         return cls(source_log, [plan.name for plan in plans], slot_position, max(upto, last_commit), changes,
-                   identities)
+                   identities, unlogged)
 
     def capture(self, snapshot: SourceSnapshot, lookback_seconds: float) -> LogCapture:
         return LogCapture(self, snapshot, lookback_seconds)
@@ -177,7 +183,7 @@ class LogCapture(Capture):
         self._after: int | None = None
 
     def start(self, plan: TablePlan, previous: Watermark | None, full: bool) -> CursorPosition:
-        stored = None if previous is None else previous.log_position
+        stored = None if previous is None or plan.name in self.session.unlogged else previous.log_position
         self._after = None if full or stored is None else parse_lsn(stored)
         return start_position(plan, previous, self.lookback_seconds, full=self._after is None)
 

@@ -264,3 +264,20 @@ def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_
     assert slot_position(logical_source) is not None
     assert all(stored_positions(duckdb_destination).values())
     assert_exact(logical_source, duckdb_destination)
+
+
+def test_a_slot_dropped_behind_the_cycles_back_makes_the_next_cycle_copy_every_table(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(%s)", (NAMES.slot,))
+    scheduler_burst(logical_source)  # while no slot keeps the WAL
+    report = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    assert report["task_instance"].rows_read > 200  # copied in full, not read from the new slot
+    assert_exact(logical_source, duckdb_destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__8'")
+    after = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    assert after["task_instance"].rows_deleted == 4 and after["task_instance"].rows_read == 4  # the new slot's log
+    assert_exact(logical_source, duckdb_destination)
