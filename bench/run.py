@@ -10,7 +10,11 @@ its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side b
 - ``burst``: a cycle after 20,000 task instances and 100 runs changed (a scheduler finishing 1,000 runs);
 - ``no_change``: a cycle right after, with nothing changed.
 
-Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt]
+Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt] [--capture log|query]
+
+``--capture log`` runs cdc_sync in the log capture mode: its slot and publication are dropped before each initial
+sync and at the end. Each cdc_sync cycle also records the source's work on task_instance (``pg_stat_user_tables``
+sequential scans and tuples they read).
 Results: bench/results/bench-x<scale>-<time>.json, and a Markdown table on stdout.
 """
 
@@ -45,6 +49,8 @@ CDC_SYNC = Path(sys.executable).with_name("cdc-sync")
 # The default tables that exist in an Airflow 3 schema without the FAB auth manager (ab_* and task_fail do not).
 TABLES = ("dag", "dag_run", "dag_tag", "import_error", "job", "task_instance")
 SCENARIOS = ("initial", "burst", "no_change")
+TASK_INSTANCE_SCANS_SQL = ("SELECT seq_scan, seq_tup_read FROM pg_stat_user_tables WHERE relname = 'task_instance' "
+                           "AND schemaname = current_schema()")
 
 
 @dataclass
@@ -100,8 +106,10 @@ def source_ready(url: str, data: bench_dataset.Dataset) -> bool:
 
 
 class Bench:
-    def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None) -> None:
+    def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None,
+                 capture: str = "query") -> None:
         self.url = url
+        self.capture = capture
         self.data = data
         self.work = work
         self.dlt_python = dlt_python
@@ -115,6 +123,13 @@ class Bench:
                 shutil.rmtree(path)
             for candidate in (path, Path(f"{path}.wal")):
                 candidate.unlink(missing_ok=True)
+        if self.capture == "log":
+            self.drop_log()
+
+    def drop_log(self) -> None:
+        """The log mode's slot and publication, so an initial sync starts from nothing and no slot is left behind."""
+        subprocess.run([str(CDC_SYNC), "capture", "drop", "--source", self.url, "--schema", "airflow"], check=True,
+                       capture_output=True)
 
     def floor(self, label: str) -> Measure:
         target = self.work / "floor.duckdb"
@@ -142,14 +157,18 @@ class Bench:
 
     def cdc_sync(self, label: str) -> Measure:
         command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
-                   "--schema", "airflow", "--json"]
+                   "--schema", "airflow", "--capture", self.capture, "--json"]
+        scans_before = task_instance_scans(self.url)
         measure, stdout = run_process(command, f"cdc_sync-{label}")
+        scans_after = task_instance_scans(self.url)
         report = json.loads(stdout)
         if not report["ok"]:
             raise RuntimeError(f"cdc_sync reported failed tables: {report['tables']}")
         measure.detail = {"rows_read": {name: t["rows_read"] for name, t in report["tables"].items()},
                           "rows_written": {name: t["rows_written"] for name, t in report["tables"].items()},
-                          "cycle_seconds": report["seconds"]}
+                          "cycle_seconds": report["seconds"],
+                          "task_instance_seq_scans": scans_after[0] - scans_before[0],
+                          "task_instance_seq_tup_read": scans_after[1] - scans_before[1]}
         return measure
 
     def dlt(self, label: str) -> Measure:
@@ -159,6 +178,13 @@ class Bench:
                    str(self.dlt_pipelines), *TABLES]
         measure, _ = run_process(command, f"dlt-{label}", env={"RUNTIME__DLTHUB_TELEMETRY": "false"})
         return measure
+
+
+def task_instance_scans(url: str) -> tuple[int, int]:
+    """Sequential scans of task_instance so far, and the tuples they read (the source's work)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        return connection.execute(TASK_INSTANCE_SCANS_SQL).fetchone()
 
 
 def mirror_counts(path: Path, tables: tuple[str, ...]) -> dict[str, int]:
@@ -173,7 +199,7 @@ def source_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
         return {t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
+def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query") -> dict:
     data = bench_dataset.Dataset(scale)
     dlt_python = None if skip_dlt else ensure_bench_venv()
     url = bench_dataset.PG_URL_TEMPLATE.format(database=data.database)
@@ -184,7 +210,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
         url, build_seconds = bench_dataset.build(data)
     work = RESULTS / f"work-x{scale}"
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(url, data, work, dlt_python)
+    bench = Bench(url, data, work, dlt_python, capture)
     engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
     runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
     floors: list[Measure] = []
@@ -209,7 +235,10 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
         for engine in engines:
             runs[engine]["no_change"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-no_change"))
     bench.reset()
-    return summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
+    result = summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
+    result["capture"] = capture
+    result["command"] += f" --capture {capture}"
+    return result
 
 
 def median(values: list[float]) -> float:
@@ -223,7 +252,10 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
     for engine, scenarios in runs.items():
         summary[engine] = {
             scenario: {"median_s": median([m.seconds for m in measures]),
-                       "peak_rss_mib": max(m.peak_rss_mib for m in measures)}
+                       "peak_rss_mib": max(m.peak_rss_mib for m in measures),
+                       **({"task_instance_seq_scans": max(m.detail["task_instance_seq_scans"] for m in measures),
+                           "task_instance_seq_tup_read": max(m.detail["task_instance_seq_tup_read"] for m in measures)}
+                          if engine == "cdc_sync" else {})}
             for scenario, measures in scenarios.items()
         }
     floor_s = median([f.detail["all_tables"]["floor_s"] for f in floors])
@@ -274,14 +306,18 @@ def markdown(result: dict) -> str:
         f"{result['dataset']['dag_runs']:,} dag runs, {result['dataset']['logs']:,} log rows; "
         f"medians of {len(result['raw']['floor'])} runs, each a whole process (start included).",
         "",
-        "| scenario | cdc_sync | cdc_sync peak RSS |" + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
-        "|---|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
+        f"cdc_sync capture mode: {result.get('capture', 'query')}.",
+        "",
+        "| scenario | cdc_sync | cdc_sync peak RSS | task_instance seq scans (tuples) |"
+        + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
+        "|---|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
     ]
     labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
               "no_change": "cycle with no change"}
     for scenario in SCENARIOS:
         cdc = summary["cdc_sync"][scenario]
-        row = f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['peak_rss_mib']:.0f} MiB |"
+        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['peak_rss_mib']:.0f} MiB | "
+               f"{cdc['task_instance_seq_scans']} ({cdc['task_instance_seq_tup_read']:,}) |")
         if has_dlt:
             dlt = summary["dlt"][scenario]
             row += (f" {dlt['median_s']:.2f} s | {dlt['peak_rss_mib']:.0f} MiB | "
@@ -313,8 +349,10 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the source database even if present")
     parser.add_argument("--skip-dlt", action="store_true", help="time cdc_sync and the floor only")
     parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
+    parser.add_argument("--capture", choices=("log", "query"), default="query",
+                        help="cdc_sync's capture mode (log: PostgreSQL logical decoding)")
     args = parser.parse_args()
-    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt)
+    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture)
     result["command"] += " --skip-dlt" * args.skip_dlt + " --drop" * args.drop
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

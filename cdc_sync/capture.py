@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -21,6 +21,10 @@ from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import SourceSnapshot
 from cdc_sync.state import Watermark
+
+if TYPE_CHECKING:
+    from cdc_sync.log_capture import LogSession
+    from cdc_sync.log_changes import TableLogChanges
 
 
 @dataclass
@@ -31,8 +35,7 @@ class TableChanges:
     ``upserts`` is exhausted, with the largest cursor value read, and gives the position saved in the same
     transaction as the rows. Deletions: a query cannot see a row that is gone, so the cycle finds them by comparing
     the source's keys with the mirror's (:mod:`cdc_sync.deletes`). The log capture will stream the deleted keys it
-    decodes here instead, together with the cycle code that applies them: a field the cycle ignored would lose
-    deletions silently.
+    decodes in ``log`` instead (:mod:`cdc_sync.log_changes`), which the cycle applies in place of the comparison.
     """
 
     upserts: Iterable[pa.RecordBatch]
@@ -42,6 +45,10 @@ class TableChanges:
     # Only rows rewritten since the last read come back, so the MERGE need not compare columns to skip unchanged
     # rows (see SourceSnapshot.reads_only_rewritten_rows).
     only_rewritten_rows: bool = False
+    # The log mode: the table's decoded changes (applied in place of ``upserts`` and the key-set comparison), and the
+    # source LSN saved with them (also after a first copy in log mode, which reads ``upserts``).
+    log: TableLogChanges | None = None
+    log_position: str | None = None
 
 
 class Capture(ABC):
@@ -80,6 +87,8 @@ class QueryCapture(Capture):
         )
 
 
-def capture_for(snapshot: SourceSnapshot, lookback_seconds: float) -> Capture:
-    """The capture a cycle reads through (the query mode until the log mode is chosen per table)."""
+def capture_for(snapshot: SourceSnapshot, lookback_seconds: float, log_session: LogSession | None = None) -> Capture:
+    """The capture a cycle reads through: the log mode when the cycle opened a log session, else the query mode."""
+    if log_session is not None:
+        return log_session.capture(snapshot, lookback_seconds)
     return QueryCapture(snapshot, lookback_seconds)

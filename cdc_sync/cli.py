@@ -79,6 +79,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Accept a schema that mirrored another source database."),
         click.option("--parallel-tables", type=click.IntRange(1, 8), default=2, show_default=True,
                      help="Tables synced at once, each on its own connections, once every table is mirrored."),
+        click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
+                     help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
+                          "queries, or auto (says which it chose and why)."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),
     ]
@@ -88,7 +91,7 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables) -> dict[str, Any]:
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
     return {
@@ -103,6 +106,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "lookback_seconds": lookback,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
+        "capture": capture,
         "raise_on_failure": False,
     }
 

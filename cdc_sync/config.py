@@ -14,6 +14,10 @@ from cdc_sync.urls import URL, engine_of, parse_url
 
 DeleteMode = Literal["soft", "hard", "ignore"]
 DELETE_MODES: tuple[str, ...] = ("soft", "hard", "ignore")
+# How a cycle finds changes (cdc_sync.capture_choice): the source's write-ahead log, watermark queries, or either.
+CaptureMode = Literal["auto", "log", "query"]
+CAPTURE_MODES: tuple[str, ...] = ("auto", "log", "query")
+DEFAULT_MAX_RETAINED_WAL = 1 << 30
 DEFAULT_SCHEMA = "airflow"
 DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -62,6 +66,9 @@ class SyncConfig:
     destination_options: Mapping[str, Any] = field(default_factory=dict)
     # The key of hashed columns' HMAC-SHA-256 digests; None: plain SHA-256 (cdc_sync.digests).
     hash_key: str | None = field(default=None, repr=False)
+    capture: CaptureMode = "auto"
+    # Log capture: WAL the slot may keep (bytes) before the cycle drops it and resyncs in the watermark mode.
+    max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL
 
     @property
     def source_engine(self) -> str:
@@ -91,6 +98,8 @@ def build_config(
     parallel_tables: int = 2,
     destination_options: Mapping[str, Any] | None = None,
     hash_key: str | None = None,
+    capture: str = "auto",
+    max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -113,6 +122,12 @@ def build_config(
             raise ConfigError(
                 f"deletes={mode!r} for {table} is not a delete mode: use one of {', '.join(DELETE_MODES)}."
             )
+    if capture not in CAPTURE_MODES:
+        raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)} (auto: "
+                          "the write-ahead log when the source allows it, else watermark queries).")
+    if isinstance(max_retained_wal, bool) or not isinstance(max_retained_wal, int) or max_retained_wal < 1:
+        raise ConfigError(f"max_retained_wal={max_retained_wal!r} must be a whole number of bytes, at least 1 (default "
+                          f"{DEFAULT_MAX_RETAINED_WAL}, 1 GiB).")
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
@@ -132,5 +147,7 @@ def build_config(
         allow_foreign_source=allow_foreign_source,
         parallel_tables=parallel_tables,
         destination_options=dict(destination_options or {}),
+        capture=capture,  # type: ignore[arg-type]
+        max_retained_wal=max_retained_wal,
         hash_key=validate_key(hash_key if hash_key is not None else os.environ.get("CDC_SYNC_HASH_KEY")),
     )

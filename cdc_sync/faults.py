@@ -31,7 +31,10 @@ POINTS = {
     "column_ddl": "a column was added to the mirror table",
     "state": "the watermark is written, the run record not yet",
     "commit": "everything is written, just before COMMIT",
+    "advance": "log capture: every table's cycle committed, before the replication slot advances",
 }
+# Points only a log-capture cycle reaches.
+LOG_CAPTURE_POINTS = frozenset({"advance"})
 MODES = ("raise", "kill", "transient", "transient-always")
 
 # How often each point was reached while armed in this process (tests read it; transient faults fire once).

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.capture import capture_for
+from cdc_sync.capture_choice import choose_capture
 from cdc_sync.config import SyncConfig
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
 from cdc_sync.destinations import dialect_for, open_destination
@@ -31,6 +32,8 @@ from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import lane_count, sync_in_lanes
+from cdc_sync.log_apply import apply_log_changes
+from cdc_sync.log_capture import LogSession
 from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
@@ -60,6 +63,8 @@ class TableCycle:
     digest_switches: frozenset[str] = frozenset()
     # Where reads report their rows as they come (bars, plain lines); None: nowhere, at no cost.
     progress: ReadProgress | None = None
+    # The cycle's read of the replication slot, in the log capture mode (None: the watermark mode).
+    log_session: LogSession | None = None
 
     def __init__(self, config: SyncConfig, destination: Destination, state: StateStore, cycle_id: str) -> None:
         self.config = config
@@ -75,6 +80,7 @@ class TableCycle:
         lane = TableCycle(self.config, destination, StateStore(destination, self.schema), self.cycle_id)
         lane.digest_switches = self.digest_switches
         lane.progress = self.progress
+        lane.log_session = self.log_session
         return lane
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
@@ -88,7 +94,7 @@ class TableCycle:
         key_changed = previous is not None and previous.merge_key not in (None, plan.merge_key_text)
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
-        capture = capture_for(snapshot, self.config.lookback_seconds)
+        capture = capture_for(snapshot, self.config.lookback_seconds, self.log_session)
         position = capture.start(plan, previous, full)
         may_have_deletions, deletes_recorded = deletions_since(plan, horizon, previous)
         destination.begin()
@@ -107,7 +113,12 @@ class TableCycle:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
         read_everything = changes.read_everything
         live_rows: int | None = None
-        if not plan.merge_key:
+        if changes.log is not None:
+            report.rows_written, report.rows_deleted = apply_log_changes(
+                destination, schema, plan, changes.log, started,
+                lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest))
+            tally.rows = changes.log.changes_read
+        elif not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
             faults.point("merge")
         elif read_everything and not destination.scalar(dialect.count_all(schema, plan.name)):
@@ -162,6 +173,7 @@ class TableCycle:
             row_version=None if horizon.row_version is None else str(horizon.row_version),
             mark_row_key=row_at_mark,
             deletes_recorded=deletes_recorded,
+            log_position=changes.log_position,
         )
         self.state.save_watermark(watermark)
         for column in sorted(plan.hashed_columns):
@@ -265,6 +277,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
         for warning in warnings:
             log.warning(warning)
         plans = _plans(config, source, tables)
+        capture = choose_capture(config, [plan.name for plan in plans])
+        published = plans  # a resync of some tables still reads the log of all
         resync_only = set(only_tables or ())
         unknown = resync_only - {plan.name for plan in plans}
         if unknown:
@@ -290,6 +304,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                     f"Another cycle is running on schema {config.schema!r}: wait for it to finish (cdc-sync status "
                     "shows its progress); cycles of one schema never overlap."
                 )
+            log_session = None
             try:
                 state = StateStore(destination, config.schema)
                 state.migrate()
@@ -299,6 +314,9 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                                                                set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 cycle.progress = progress
+                if capture.mode == "log":
+                    log_session = cycle.log_session = LogSession.open(config, published, report.warnings)
+                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
                 cycle.digest_switches = frozenset(digest_switches(
                     {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
                     (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,
@@ -326,7 +344,11 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                         report.tables.append(table_report)
                         if on_table:
                             on_table(table_report)
+                if log_session is not None:
+                    log_session.advance(state.watermarks())
             finally:
+                if log_session is not None:
+                    log_session.close()
                 destination.unlock(config.schema)
     report.finished_at = utc_now()
     return report

@@ -45,6 +45,9 @@ class Watermark:
     # The source's count of rows deleted from the table when its delete check last ran (PostgreSQL's n_tup_del):
     # unchanged since, no row was deleted, and equal row counts prove equal key sets. None where unknown.
     deletes_recorded: str | None = None
+    # Log capture: the source LSN (text, e.g. 0/16B3748) up to which the table's changes are in the mirror, written
+    # with the data; changes at or below it are skipped when the slot replays them. None in the watermark mode.
+    log_position: str | None = None
 
 
 WATERMARK_COLUMNS = tuple(field.name for field in fields(Watermark))

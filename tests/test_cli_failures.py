@@ -100,6 +100,10 @@ CASES: dict[str, Case] = {
                           2, "nope"),
     "resync of a table not synced": Case(lambda p: ["resync", "--source", p.airflow_pg, "--destination", p.mirror,
                                                     "--all-tables", "--table", "nope"], 2, "--table nope"),
+    "log capture from SQLite": Case(lambda p: ["run", "--source", p.sqlite, "--destination", p.mirror,
+                                               "--capture", "log"], 2, "capture=log is not possible"),
+    "log capture into Snowflake": Case(lambda p: ["run", "--source", p.airflow_pg, "--capture", "log", "--destination",
+                                                  f"snowflake://u:{SECRET}@acct/DB"], 2, "into snowflake"),
     "DuckDB folder cannot be created": Case(
         lambda p: ["run", "--source", p.airflow_pg, "--all-tables", "--destination",
                    f"duckdb:///{p.file('a_file')}/mirror.duckdb"], 2, "cannot be created"),

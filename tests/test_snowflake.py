@@ -149,9 +149,9 @@ def test_bulk_path_issues_a_bounded_number_of_statements(airflow3_source, snowfl
     # A first load copies each staged chunk over with one set-based INSERT … SELECT.
     assert len([s for s in inserts if "SELECT" in s.upper() and "_CDC_STAGE" in s.upper()]) == 1
     assert sum(s.startswith("PUT ") for s in sent) == 1
-    # A fixed overhead on a fresh schema (lease, four state migrations, the source claim) and a handful per table:
+    # A fixed overhead on a fresh schema (lease, the state migrations, the source claim) and a handful per table:
     # nothing grows with the 100,030 rows.
-    assert len(sent) < 70, "\n".join(sent)
+    assert len(sent) < 75, "\n".join(sent)
 
 
 def test_cycle_lock_is_a_lease(snowflake_url):

@@ -16,7 +16,7 @@ from cdc_sync.airflow.connections import engine_for_db_type
 from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
 from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
-from cdc_sync.config import DELETE_MODES
+from cdc_sync.config import CAPTURE_MODES, DELETE_MODES
 from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
 from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
@@ -60,6 +60,8 @@ class AirflowDbSyncOperator(BaseOperator):
     :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
         :func:`cdc_sync.sync`. Hashed columns get HMAC-SHA-256 under the warehouse connection's extra ``hash_key``
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
+    :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
+        PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
     :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
         tasks) before failing.
     :param verify: after the cycle, prove the mirror exact (:func:`cdc_sync.verify`): ``True`` fails the task when
@@ -86,6 +88,7 @@ class AirflowDbSyncOperator(BaseOperator):
         hash_columns: Iterable[str] | None = None,
         lookback_seconds: float = 5.0,
         parallel_tables: int = 2,
+        capture: str = "auto",
         lock_wait_seconds: float = 300.0,
         verify: bool | str = False,
         **kwargs: Any,
@@ -97,6 +100,8 @@ class AirflowDbSyncOperator(BaseOperator):
         self.verify = verify
         if not connection_id or not isinstance(connection_id, str):
             raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
+        if capture not in CAPTURE_MODES:
+            raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)}.")
         if deletes not in DELETE_MODES:
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
         self.db_type = db_type
@@ -113,7 +118,7 @@ class AirflowDbSyncOperator(BaseOperator):
         self.sync_options: dict[str, Any] = {
             "deletes": deletes, "table_deletes": dict(table_deletes or {}),
             "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
-            "lookback_seconds": lookback_seconds, "parallel_tables": parallel_tables,
+            "lookback_seconds": lookback_seconds, "parallel_tables": parallel_tables, "capture": capture,
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:

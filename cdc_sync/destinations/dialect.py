@@ -262,6 +262,10 @@ class Dialect:
         condition = self._keys_listed(schema, table, keys, key, nullable, True)
         return Statement(f"DELETE FROM {self.table(schema, table)} WHERE {condition}")
 
+    def soft_delete_all(self, schema: str, table: str, deleted_at: Any) -> Statement:
+        """Mark every live row deleted (a TRUNCATE read from the log, under soft deletes)."""
+        return self._soft_delete(schema, table, "1 = 1", deleted_at)
+
     def live_text_expression(self, column: ColumnSpec) -> str:
         """A mirror column as read back for comparison: JSON as its text, everything else as stored."""
         name = self.quote(column.name)

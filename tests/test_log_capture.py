@@ -1,0 +1,283 @@
+"""The log capture mode end to end (cdc_sync.log_capture): a real Airflow 3 schema on PostgreSQL with wal_level=logical,
+mirrored into DuckDB and PostgreSQL, exact after every kind of change; the same scenarios in the query mode where
+they are cheap. Every slot a test made is dropped afterwards, even when it failed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import cdc_sync
+from cdc_sync.sources.pgoutput import parse_lsn
+from cdc_sync.sources.publication import LogNames
+from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
+from tests.test_core_cycle import scheduler_burst
+
+SCHEMA = "airflow_log"
+TABLES = ["dag", "dag_run", "job", "task_instance", "serialized_dag"]
+NAMES = LogNames.for_schema(SCHEMA)
+KEYS = {**AIRFLOW_KEYS, "serialized_dag": ["id"]}
+
+
+@pytest.fixture
+def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
+    """An Airflow 3 source whose replication slots are dropped at teardown (they pin WAL for the whole server)."""
+    yield airflow3_source
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE database = current_database()")
+
+
+def sync(source: str, destination: str, capture: str = "log", **options):
+    report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture, **options)
+    assert report.ok, report.failed
+    return report
+
+
+def assert_exact(source: str, destination: str) -> None:
+    for table in TABLES:
+        assert_mirrored(source, destination, SCHEMA, table, KEYS[table])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def slot_position(source: str) -> int | None:
+    with psycopg.connect(source) as connection:
+        row = connection.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                                 (NAMES.slot,)).fetchone()
+    return None if row is None else parse_lsn(row[0])
+
+
+def stored_positions(destination: str) -> dict[str, str | None]:
+    return dict(mirror_query(destination, f'SELECT table_name, log_position FROM "{SCHEMA}"."_cdc_watermarks"'))
+
+
+def killed_cycle(source: str, destination: str, point: str) -> None:
+    """``cdc-sync run --capture log`` in a process of its own, SIGKILLed at a fault point."""
+    command = [sys.executable, "-m", "tests.fault_run", "--", "run", "--source", source, "--destination", destination,
+               "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", "log", "--json"]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "CDC_SYNC_FAULT": f"{point}:kill"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_a_scheduler_burst_deletes_and_a_truncate_are_mirrored_exactly(logical_source: str, destination: str,
+                                                                       capture: str) -> None:
+    first = sync(logical_source, destination, capture)
+    assert (slot_position(logical_source) is not None) == (capture == "log")
+    assert_exact(logical_source, destination)
+    assert {t.table: t.rows_written for t in first.tables}["task_instance"] > 0
+
+    scheduler_burst(logical_source)
+    sync(logical_source, destination, capture)  # log: replays from the slot position of the first copy, harmless
+    assert_exact(logical_source, destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__3'")
+        connection.execute("UPDATE dag_run SET state = 'success', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__4'")
+    second = {t.table: t for t in sync(logical_source, destination, capture).tables}
+    assert second["task_instance"].rows_deleted == 4 and second["dag_run"].rows_written == 1
+    assert_exact(logical_source, destination)
+    before = slot_position(logical_source) or 0
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("TRUNCATE job")
+        connection.execute("INSERT INTO job (dag_id, state, job_type, latest_heartbeat, hostname) "
+                           "VALUES ('dag_1', 'running', 'SchedulerJob', now(), 'after-truncate')")
+    sync(logical_source, destination, capture)
+    assert_exact(logical_source, destination)
+    assert mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."job" WHERE "_cdc_deleted_at" IS NULL') == [(1,)]
+    if capture == "log":
+        assert slot_position(logical_source) > before
+        assert all(position is not None for position in stored_positions(destination).values())
+
+
+@pytest.mark.parametrize("point", ["commit", "advance"])
+def test_a_kill_before_the_commit_or_before_the_slot_advances_loses_and_repeats_nothing(
+        logical_source: str, duckdb_destination: str, point: str) -> None:
+    sync(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)  # every table now holds a position past the first copy
+    scheduler_burst(logical_source)
+    stored, slot = stored_positions(duckdb_destination), slot_position(logical_source)
+    killed_cycle(logical_source, duckdb_destination, point)
+    assert slot_position(logical_source) == slot  # the slot never advanced
+    if point == "advance":
+        # The warehouse committed the burst and the new positions, then the process died.
+        assert all(parse_lsn(after) > parse_lsn(stored[table]) for table, after in
+                   stored_positions(duckdb_destination).items())
+        assert_exact(logical_source, duckdb_destination)
+    else:
+        assert stored_positions(duckdb_destination)["task_instance"] == stored["task_instance"]
+    replay = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    # After the kill at advance, the slot replays the burst, and every change of it is at or below the positions.
+    if point == "advance":
+        assert (replay["task_instance"].rows_read, replay["task_instance"].rows_written) == (0, 0)
+    else:
+        # 8 task instances took a new id (a delete of the old id and an upsert each), and 3 are new.
+        assert (replay["task_instance"].rows_read, replay["task_instance"].rows_written) == (8 + 8 + 3, 11)
+    assert_exact(logical_source, duckdb_destination)
+    assert slot_position(logical_source) > slot
+
+
+BIG_JSON = "(SELECT jsonb_object_agg(g::text, md5(g::text || %s)) FROM generate_series(1, 600) AS g)"
+
+
+def write_big_values(source: str) -> None:
+    """Values far over the 8 kB page (out-of-line TOAST, little compression) in jsonb and bytea columns."""
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute(f"UPDATE dag_run SET conf = {BIG_JSON}, updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'", ("conf",))
+        connection.execute(f"UPDATE task_instance SET next_kwargs = {BIG_JSON}, executor_config = "
+                           "decode(repeat(md5(task_id), 400), 'hex'), updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'", ("kwargs",))
+        connection.execute("INSERT INTO dag_version (id, version_number, dag_id, created_at, last_updated) "
+                           "VALUES ('00000000-0000-0000-0000-000000000001', 1, 'dag_1', now(), now())")
+        connection.execute(f"INSERT INTO serialized_dag (id, dag_id, data, created_at, last_updated, dag_hash, "
+                           f"dag_version_id) VALUES (gen_random_uuid(), 'dag_1', {BIG_JSON}, now(), now(), 'h1', "
+                           "'00000000-0000-0000-0000-000000000001')", ("data",))
+
+
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_unchanged_toasted_values_stay_after_an_update_of_another_column(logical_source: str, destination: str,
+                                                                         capture: str) -> None:
+    write_big_values(logical_source)
+    sync(logical_source, destination, capture)
+    sync(logical_source, destination, capture)  # log: the big values arrive whole from the log, after the copy
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'")
+        connection.execute("UPDATE task_instance SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__5'")
+        connection.execute("UPDATE serialized_dag SET dag_hash = 'h2', last_updated = clock_timestamp()")
+        sizes = connection.execute("SELECT pg_column_size(conf) FROM dag_run WHERE run_id = 'scheduled__5'").fetchone()
+    assert sizes[0] > 8192
+    report = {t.table: t for t in sync(logical_source, destination, capture).tables}
+    assert report["task_instance"].rows_written == 4 and report["serialized_dag"].rows_written == 1
+    assert_exact(logical_source, destination)
+    big = mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."task_instance" '
+                                    "WHERE run_id = 'scheduled__5' AND next_kwargs IS NOT NULL "
+                                    "AND executor_config IS NOT NULL AND state = 'failed'")
+    assert big == [(4,)]
+
+
+@pytest.mark.parametrize("capture", ["log", "query"])
+def test_a_transaction_open_across_a_cycle_and_a_rolled_back_savepoint(logical_source: str, duckdb_destination: str,
+                                                                       capture: str) -> None:
+    sync(logical_source, duckdb_destination, capture)
+    with psycopg.connect(logical_source) as writer:
+        writer.execute("UPDATE dag_run SET state = 'queued', updated_at = clock_timestamp() "
+                       "WHERE run_id = 'scheduled__6'")
+        with pytest.raises(psycopg.errors.RaiseException), writer.transaction():  # a savepoint, rolled back
+            writer.execute("UPDATE dag_run SET state = 'rolled back', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__7'")
+            writer.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__7'")
+            writer.execute("DO $$ BEGIN RAISE EXCEPTION 'roll back to the savepoint'; END $$")
+        writer.execute("UPDATE task_instance SET state = 'up_for_retry', updated_at = clock_timestamp() "
+                       "WHERE run_id = 'scheduled__6'")
+        open_cycle = {t.table: t for t in sync(logical_source, duckdb_destination, capture).tables}
+        assert open_cycle["dag_run"].rows_written == 0 and open_cycle["task_instance"].rows_written == 0
+        writer.commit()
+    sync(logical_source, duckdb_destination, capture)
+    assert_exact(logical_source, duckdb_destination)
+    states = mirror_query(duckdb_destination, f'SELECT run_id, state FROM "{SCHEMA}"."dag_run" '
+                                              "WHERE run_id IN ('scheduled__6', 'scheduled__7') ORDER BY run_id")
+    assert states[0] == ("scheduled__6", "queued") and states[1][1] != "rolled back"
+
+
+def test_no_cycle_reads_the_slot_while_another_holds_the_schema(logical_source: str, postgres_destination: str) -> None:
+    """The schema's cycle lock is taken before the slot is touched: a second cycle gives up without reading it."""
+    from cdc_sync.destinations import open_destination
+    from cdc_sync.errors import CycleAlreadyRunningError
+    from cdc_sync.urls import parse_url
+
+    sync(logical_source, postgres_destination)
+    scheduler_burst(logical_source)
+    slot = slot_position(logical_source)
+    with open_destination(parse_url(postgres_destination, role="destination"), {}) as holder:
+        assert holder.try_lock(SCHEMA)
+        with pytest.raises(CycleAlreadyRunningError):
+            cdc_sync.sync(logical_source, postgres_destination, SCHEMA, tables=TABLES, capture="log")
+        holder.unlock(SCHEMA)
+    assert slot_position(logical_source) == slot
+    sync(logical_source, postgres_destination)
+    sync(logical_source, postgres_destination)
+    assert_exact(logical_source, postgres_destination)
+    assert slot_position(logical_source) > slot
+
+
+def test_a_resync_of_one_table_in_log_mode_copies_it_and_the_log_carries_on_for_all(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination, deletes="hard")
+    scheduler_burst(logical_source)
+    sync(logical_source, duckdb_destination, deletes="hard")
+    positions = stored_positions(duckdb_destination)
+    report = cdc_sync.resync(logical_source, duckdb_destination, SCHEMA, tables=TABLES, capture="log",
+                             deletes="hard", only=["dag_run"])
+    assert report.ok and [t.table for t in report.tables] == ["dag_run"] and report.tables[0].rows_read > 50
+    after = stored_positions(duckdb_destination)
+    assert parse_lsn(after["dag_run"]) <= parse_lsn(positions["dag_run"])  # the slot's position: replayed next
+    assert {table: after[table] for table in after if table != "dag_run"} == \
+        {table: positions[table] for table in positions if table != "dag_run"}
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__9'")
+        connection.execute("DELETE FROM dag_run WHERE run_id = 'scheduled__9'")
+        connection.execute("TRUNCATE job")
+    sync(logical_source, duckdb_destination, deletes="hard")
+    assert_exact(logical_source, duckdb_destination)
+    every_row = mirror_query(duckdb_destination, f'SELECT (SELECT count(*) FROM "{SCHEMA}"."job"), '
+                                                 f'(SELECT count(*) FROM "{SCHEMA}"."dag_run" '
+                                                 "WHERE run_id = 'scheduled__9')")
+    assert every_row == [(0, 0)]  # hard deletes: gone, not marked
+
+
+def test_the_retained_wal_bound_warns_past_half_and_drops_past_it() -> None:
+    from cdc_sync.log_capture import retained_wal_verdict
+
+    mib = 1 << 20
+    assert retained_wal_verdict(None, None, 100 * mib) is None
+    assert retained_wal_verdict(50 * mib, "reserved", 100 * mib) is None
+    warning = retained_wal_verdict(60 * mib, "reserved", 100 * mib)
+    assert not warning.drop and "keeps 60 MiB of WAL, over half of max_retained_wal (100 MiB)" in warning.message
+    assert retained_wal_verdict(101 * mib, "extended", 100 * mib).drop
+    assert retained_wal_verdict(0, "lost", 100 * mib).drop
+
+
+def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_query_mode(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination)
+    scheduler_burst(logical_source)
+    with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
+        connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
+    report = sync(logical_source, duckdb_destination, max_retained_wal=1 << 20)
+    assert slot_position(logical_source) is None
+    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report.warnings)
+    assert {t.table: t.rows_read for t in report.tables}["task_instance"] > 200  # every row re-read
+    assert set(stored_positions(duckdb_destination).values()) == {None}
+    assert_exact(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)  # log capture again: a new slot and a first copy
+    assert slot_position(logical_source) is not None
+    assert all(stored_positions(duckdb_destination).values())
+    assert_exact(logical_source, duckdb_destination)
+
+
+def test_a_slot_dropped_behind_the_cycles_back_makes_the_next_cycle_copy_every_table(
+        logical_source: str, duckdb_destination: str) -> None:
+    sync(logical_source, duckdb_destination)
+    sync(logical_source, duckdb_destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(%s)", (NAMES.slot,))
+    scheduler_burst(logical_source)  # while no slot keeps the WAL
+    report = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    assert report["task_instance"].rows_read > 200  # copied in full, not read from the new slot
+    assert_exact(logical_source, duckdb_destination)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("DELETE FROM task_instance WHERE run_id = 'scheduled__8'")
+    after = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+    assert after["task_instance"].rows_deleted == 4 and after["task_instance"].rows_read == 4  # the new slot's log
+    assert_exact(logical_source, duckdb_destination)
