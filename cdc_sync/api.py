@@ -38,7 +38,8 @@ def sync(
     Options: ``deletes`` ("soft" | "hard" | "ignore"), ``table_deletes`` ({table: mode}), ``include_columns``
     and ``hash_columns`` (["table.column"]), ``hash_key`` (default ``CDC_SYNC_HASH_KEY``: hashed columns get
     HMAC-SHA-256 under it, else plain SHA-256, which anyone can recompute for a guessed value), ``lookback_seconds``,
-    ``allow_foreign_source``, ``parallel_tables``.
+    ``allow_foreign_source``, ``parallel_tables``, ``lock_wait_seconds`` (how long a table that another cycle is
+    syncing is waited for; then it is left to that cycle and reported ``locked``, not failed).
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
     """
     config = _config(source, destination, schema,

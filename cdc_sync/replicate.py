@@ -22,18 +22,19 @@ import pyarrow as pa
 
 from cdc_sync import faults
 from cdc_sync.config import SyncConfig
+from cdc_sync.cycle_locks import CycleLocks, open_destination_waiting
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
-from cdc_sync.destinations import dialect_for, open_destination
+from cdc_sync.destinations import dialect_for
 from cdc_sync.destinations.base import Destination
 from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import lane_count, sync_in_lanes
-from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
+from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
-from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.report import LOCKED, CycleReport, TableReport
 from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
     Source,
@@ -41,7 +42,7 @@ from cdc_sync.sources import (
     open_source,
 )
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
-from cdc_sync.table_attempts import sync_table
+from cdc_sync.table_turns import sync_under_lock, wait_for_locked
 from cdc_sync.transform import Tally, hash_columns, take_rows
 
 log = logging.getLogger("cdc_sync")
@@ -265,49 +266,46 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                         "The source role cannot see other sessions' open transactions, so late commits are covered "
                         f"only by the {config.lookback_seconds:g} s lookback: {source.open_writes_hint}."
                     )
-        with open_destination(config.destination_url, config.destination_options) as destination:
-            if not destination.try_lock(config.schema):
-                raise CycleAlreadyRunningError(
-                    f"Another cycle is running on schema {config.schema!r}: wait for it to finish (cdc-sync status "
-                    "shows its progress); cycles of one schema never overlap."
-                )
-            try:
-                state = StateStore(destination, config.schema)
+        with open_destination_waiting(config) as destination, CycleLocks(config) as locks:
+            state = StateStore(destination, config.schema)
+            with locks.schema_section():
                 state.migrate()
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
-                watermarks = state.watermarks()
-                report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
-                                                               set(available)))
-                cycle = TableCycle(config, destination, state, report.cycle_id)
-                cycle.digest_switches = frozenset(digest_switches(
-                    {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
-                    (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,
-                    resync=resync))
-                # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
-                known_columns = schema_mirror_columns(destination, config.schema)
-                plans, refused = refuse_foreign_tables(plans, watermarks, known_columns, destination.dialect,
-                                                       config.schema)
-                for table_report in refused:
-                    report.tables.append(table_report)
-                    if on_table:
-                        on_table(table_report)
-                lanes = lane_count(config, destination, plans, watermarks, resync)
-                if lanes > 1:
-                    def sync_lane_table(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
-                        return sync_table(lane_cycle, lane_source, plan, watermarks.get(plan.name), False,
-                                          known_columns)
+            destination.use_schema(config.schema)
+            # What the cycle plans with; each table's own state is read again once its lock is held.
+            watermarks = state.watermarks()
+            report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))
+            cycle = TableCycle(config, destination, state, report.cycle_id)
+            cycle.digest_switches = frozenset(digest_switches(
+                {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
+                (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest, resync=resync))
+            # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
+            known_columns = schema_mirror_columns(destination, config.schema)
 
-                    report.tables.extend(sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
-                                                       sync_lane_table))
-                else:
-                    for plan in plans:
-                        table_report = sync_table(cycle, source, plan, watermarks.get(plan.name), resync,
-                                                  known_columns)
-                        report.tables.append(table_report)
-                        if on_table:
-                            on_table(table_report)
-            finally:
-                destination.unlock(config.schema)
+            def sync_locked(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+                return sync_under_lock(locks, lane_cycle, lane_source, plan, watermarks.get(plan.name), resync,
+                                       known_columns)
+
+            def announce(table_report: TableReport) -> None:
+                if on_table and table_report.status != LOCKED:
+                    on_table(table_report)
+
+            lanes = lane_count(config, destination, plans, watermarks, resync)
+            if lanes > 1:
+                reports = sync_in_lanes(config, cycle, source, plans, watermarks, announce, lanes, sync_locked)
+            else:
+                reports = []
+                for plan in plans:
+                    reports.append(sync_locked(cycle, source, plan))
+                    announce(reports[-1])
+            reports = wait_for_locked(reports, plans, sync_locked, cycle, source, config.lock_wait_seconds)
+            if plans and all(table_report.status == LOCKED for table_report in reports):
+                raise CycleAlreadyRunningError(
+                    f"Another cycle is syncing {', '.join(plan.name for plan in plans)} in schema "
+                    f"{config.schema!r}: wait for it to finish (cdc-sync status shows its progress), or give "
+                    "lock_wait_seconds; two cycles never write one table at the same time."
+                )
+            report.tables.extend(reports)
     report.finished_at = utc_now()
     return report
 

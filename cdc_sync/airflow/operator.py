@@ -6,7 +6,6 @@ source is introspected only when the task runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
 from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import DELETE_MODES
-from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.errors import ConfigError
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
 
@@ -59,8 +58,10 @@ class AirflowDbSyncOperator(BaseOperator):
     :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
         :func:`cdc_sync.sync`. Hashed columns get HMAC-SHA-256 under the warehouse connection's extra ``hash_key``
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
-    :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
-        tasks) before failing.
+    :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
+        the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
+        ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which
+        takes one writing process per file, how long to wait for another task's cycle to end.
     :param verify: after the cycle, prove the mirror exact (:func:`cdc_sync.verify`): ``True`` fails the task when
         it is not, ``"fix"`` repairs what differs and logs it. Meant for a weekly DAG: it reads every row.
     """
@@ -185,16 +186,8 @@ class AirflowDbSyncOperator(BaseOperator):
         key = resolve.hash_key(self.connection_id)  # None: CDC_SYNC_HASH_KEY, else plain SHA-256
         self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
                       self.destination_schema, redact(destination_url))
-        deadline = time.monotonic() + self.lock_wait_seconds
-        while True:
-            try:
-                return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                            hash_key=key, **request)
-            except CycleAlreadyRunningError:
-                if time.monotonic() >= deadline:
-                    raise
-                self.log.info("Another cycle holds schema %r; waiting for it", self.destination_schema)
-                time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        return sync(source_url, destination_url, self.destination_schema, destination_options=options,
+                    hash_key=key, lock_wait_seconds=self.lock_wait_seconds, **request)
 
     def _publish_synced(self, report: CycleReport) -> None:
         """Keep as outlets only the tables this run synced, so their asset events mean fresh data."""
