@@ -160,6 +160,26 @@ def test_cycle_lock_is_a_lease(redshift_url):
         other.close()
 
 
+def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(redshift_url):
+    url, sent, _ = redshift_url
+    first = RedshiftDestination(parse_url(url, role="destination"))
+    second = RedshiftDestination(parse_url(url, role="destination"))
+    try:
+        assert first.try_lock(SCHEMA)
+        assert first.try_lock(SCHEMA, "dag")
+        assert not second.try_lock(SCHEMA, "dag")  # one table, one cycle at a time
+        assert second.try_lock(SCHEMA, "dag_run")  # another table, at the same time
+        first.unlock(SCHEMA)
+        assert second.try_lock(SCHEMA)  # the schema lease is free while the table leases are held
+        assert not first.try_lock(SCHEMA, "dag_run")
+        second.unlock(SCHEMA, "dag_run")
+        assert first.try_lock(SCHEMA, "dag_run")
+    finally:
+        first.close()
+        second.close()
+    assert_redshift_rules(sent)
+
+
 def assert_redshift_rules(sent: list[str]) -> None:
     """Redshift rejects what PostgreSQL accepts: check each statement's shape with sqlglot's Redshift parser."""
     assert sent

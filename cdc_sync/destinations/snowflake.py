@@ -310,6 +310,7 @@ class SnowflakeDestination(Destination):
         ``lock_lease_seconds``."""
         if table is None:
             self.ensure_schema(schema)
+        if self._schema != schema:
             self.use_schema(schema)
         self._run(self.dialect.create_lock_table(schema))
         lock, holder = lease_name(schema, table), uuid.uuid4().hex
