@@ -343,8 +343,8 @@ def _free_port() -> int:
 
 
 def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Path, metadata_url: str,
-                              timeout: float, grace: float = 30) -> tuple[int | None, str]:
-    """Run ``airflow dags test`` until the seed DAG's run has ended; returns its exit code and output.
+                              timeout: float, grace: float = 30, dag_id: str = SEED_DAG_ID) -> tuple[int | None, str]:
+    """Run ``airflow dags test`` until the DAG's run has ended; returns its exit code and output.
 
     Airflow 3's ``dags test --use-executor`` at times keeps running after its run has succeeded (seen once in
     several runs, with its LocalExecutor workers left as zombies). Once the run's state is final and the command
@@ -361,7 +361,7 @@ def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Pat
                 now = time.monotonic()
                 if now > deadline:
                     raise TimeoutError(f"{' '.join(command[1:])} did not finish within {timeout}s")
-                if ended_at is None and _seed_run_state(metadata_url) in ("success", "failed"):
+                if ended_at is None and _run_state(metadata_url, dag_id) in ("success", "failed"):
                     ended_at = now
                 if ended_at is not None and now - ended_at > grace:
                     break
@@ -376,9 +376,9 @@ def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Pat
     return returncode, output_path.read_text(errors="replace")
 
 
-def _seed_run_state(metadata_url: str) -> str | None:
+def _run_state(metadata_url: str, dag_id: str) -> str | None:
     with psycopg.connect(metadata_url) as metadata:
-        row = metadata.execute("SELECT state FROM dag_run WHERE dag_id = %s", (SEED_DAG_ID,)).fetchone()
+        row = metadata.execute("SELECT state FROM dag_run WHERE dag_id = %s", (dag_id,)).fetchone()
     return None if row is None else row[0]
 
 
@@ -393,6 +393,38 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def run_under_task_isolation(env: dict[str, str], home: Path, dag_id: str, extra: dict[str, str]) \
+        -> tuple[int | None, str]:
+    """``airflow dags test --use-executor`` with an api-server beside it (LocalExecutor, DESIGN.md §5): the task
+    runs supervised, with the ORM blocked. Returns the command's exit code (None: stopped after its run ended)
+    and output."""
+    port = _free_port()
+    env = {
+        **env,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        **extra,
+    }
+    server_log = (home / "api-server.log").open("w")
+    server = subprocess.Popen([str(AIRFLOW3_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=180)
+        return _dags_test_until_run_ends(
+            [str(AIRFLOW3_BIN), "dags", "test", "--use-executor", dag_id], env, home,
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg", ""), timeout=300, dag_id=dag_id,
+        )
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait(timeout=5)
+        server_log.close()
 
 
 @pytest.fixture
@@ -449,31 +481,9 @@ def test_seed_dag_under_airflow3_task_isolation(run_databases, airflow3_template
     names = run_databases
     pg_recreate_database(names["metadata"], template=airflow3_template)  # = a fresh `airflow db migrate`
     pg_recreate_database(names["warehouse"])
-    port = _free_port()
-    env = {
-        **_run_env(tmp_path, names, "psycopg"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    returncode, output = run_under_task_isolation(_run_env(tmp_path, names, "psycopg"), tmp_path, SEED_DAG_ID, {
         "AIRFLOW_CONN_AIRFLOW_DB": _with_password(PG_URL.format(database=names["metadata"]), SOURCE_SECRET),
-    }
-    server_log = (tmp_path / "api-server.log").open("w")
-    server = subprocess.Popen([str(AIRFLOW3_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=180)
-        returncode, output = _dags_test_until_run_ends(
-            [str(AIRFLOW3_BIN), "dags", "test", "--use-executor", SEED_DAG_ID], env, tmp_path,
-            PG_URL.format(database=names["metadata"]), timeout=300,
-        )
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=5)
-        server_log.close()
+    })
     assert returncode in (0, None), output[-4000:]
     logs = _all_logs(tmp_path, output)
     assert list((tmp_path / "logs").rglob("*.log")), "the task wrote no log file"

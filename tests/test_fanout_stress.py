@@ -4,6 +4,7 @@ at once, cycles of different tables overlapping, and an exact mirror at the end.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -80,13 +81,13 @@ def test_fifty_cycles_in_eight_processes(airflow3_source: str, postgres_destinat
         assert marks[table] == max(finished for _, finished in windows)
         # Two cycles never inside one table at once.
         windows.sort()
-        for (_, finished), (started, _) in zip(windows, windows[1:], strict=False):
+        for (_, finished), (started, _) in itertools.pairwise(windows):
             assert finished <= started, f"two cycles overlapped on {table}"
     # Cycles of different tables did run at the same time.
     everything = sorted((started, finished, table) for table, windows in ok_runs.items()
                         for started, finished in windows)
     assert any(later_start < finished and table != other
-               for (_, finished, table), (later_start, _, other) in zip(everything, everything[1:], strict=False))
+               for (_, finished, table), (later_start, _, other) in itertools.pairwise(everything))
 
     assert cdc_sync.sync(airflow3_source, postgres_destination, SCHEMA, tables=TABLES).ok
     for table in TABLES:

@@ -26,7 +26,7 @@ OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "tabl
                                  "hash_columns", "lookback_seconds", "parallel_tables"})
 
 
-def _names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
+def table_names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str) or not all(isinstance(item, str) for item in value):
@@ -41,6 +41,13 @@ def planned_tables(tables: Iterable[str] | None = None, additional_tables: Itera
     if tables is not None and not chosen:
         return None
     return list(dict.fromkeys((*chosen, *(additional_tables or ()))))
+
+
+def table_outlets(destination_schema: str | None, tables: Iterable[str] | None = None,
+                  additional_tables: Iterable[str] | None = None) -> list[Any]:
+    """Every table a task may sync is an asset; a run publishes only the tables it synced."""
+    schema = destination_schema or default_destination_schema()
+    return [OutletAsset(table_asset_uri(schema, table)) for table in planned_tables(tables, additional_tables) or ()]
 
 
 class AirflowDbSyncOperator(BaseOperator):
@@ -101,8 +108,8 @@ class AirflowDbSyncOperator(BaseOperator):
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
         self.db_type = db_type
         self.connection_id = connection_id
-        self.tables = _names(tables, "tables")
-        self.additional_tables = _names(additional_tables, "additional_tables") or ()
+        self.tables = table_names(tables, "tables")
+        self.additional_tables = table_names(additional_tables, "additional_tables") or ()
         self.destination_schema = destination_schema or default_destination_schema()
         self.source_connection_id = source_connection_id
         self.source_url = source_url
@@ -117,9 +124,7 @@ class AirflowDbSyncOperator(BaseOperator):
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:
-            # Every table this task may sync is an asset; a run publishes only the tables it synced.
-            kwargs["outlets"] = [OutletAsset(table_asset_uri(self.destination_schema, table))
-                                 for table in planned_tables(self.tables, self.additional_tables) or ()]
+            kwargs["outlets"] = table_outlets(self.destination_schema, self.tables, self.additional_tables)
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -175,8 +180,8 @@ class AirflowDbSyncOperator(BaseOperator):
         engine_for_db_type(self.db_type)  # templated or mapped values are checked again at run time
         request = {"tables": self.tables, "additional_tables": self.additional_tables, **self.sync_options,
                    **dict(overrides or {})}
-        request["tables"] = _names(request["tables"], "tables")
-        request["additional_tables"] = _names(request["additional_tables"], "additional_tables")
+        request["tables"] = table_names(request["tables"], "tables")
+        request["additional_tables"] = table_names(request["additional_tables"], "additional_tables")
         return request
 
     def _sync(self, request: dict[str, Any]) -> CycleReport:
