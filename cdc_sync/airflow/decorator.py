@@ -60,11 +60,15 @@ def tables_to_fan_out(tables: Iterable[str] | None = None, additional_tables: It
 
         from cdc_sync.airflow.decorator import tables_to_fan_out
 
-        @task.datacoves_airflow_db_sync(db_type="snowflake", connection_id="main", lock_wait_seconds=3600)
+        @task.datacoves_airflow_db_sync(db_type="snowflake", connection_id="main", additional_tables=["xcom"],
+                                        lock_wait_seconds=3600)
         def sync_table(table: str):
             return {"tables": [table]}
 
         sync_table.expand(table=tables_to_fan_out(additional_tables=["xcom"]))
+
+    Give the decorator the same ``tables`` / ``additional_tables`` as ``tables_to_fan_out``: they declare the
+    task's asset outlets, one per table.
 
     Each mapped task is a cycle of one table: it commits that table and its watermark atomically, retries and
     alerts on its own, and publishes only its table's asset. Each cycle locks only its own tables (plus the schema

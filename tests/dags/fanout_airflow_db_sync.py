@@ -19,7 +19,7 @@ FANOUT_TABLES = ["dag", "dag_run", "dag_tag", "job", "log", "task_instance"]
      tags=["cdc_sync"])
 def fanout_airflow_db_sync():
     @task.datacoves_airflow_db_sync(db_type="postgres", destination_schema="airflow_fanout", connection_id="main",
-                                    lock_wait_seconds=600, retries=0)
+                                    tables=FANOUT_TABLES, lock_wait_seconds=600, retries=0)
     def sync_table(table: str):
         return {"tables": [table]}
 
