@@ -77,6 +77,7 @@ def wait_for_locked(reports: list[TableReport], plans: list[TablePlan], sync: Ta
         keep_trying(try_waiting, max(0.0, deadline - time.monotonic()))
     for plan in waiting:
         report = by_name[plan.name]
+        report.warnings.append(str(report.error))
         log.warning("%s skipped: %s", plan.name, report.error)
         now = utc_now()
         cycle.state.record_alone(RunRecord(
