@@ -30,7 +30,8 @@ from run import TABLES, source_ready  # noqa: E402
 from tests.airflow_run import run_under_task_isolation  # noqa: E402
 from tests.airflow_schema import PG_URL, pg_airflow3_template, pg_execute, pg_recreate_database  # noqa: E402
 
-DAG_ID = "fanout_bench"
+DAG_ID = "fanout_airflow_db_sync"
+DAGS = BENCH.parent / "tests" / "dags"
 
 
 def dag_run(home: Path, source: str, warehouse: str, workers: int) -> dict:
@@ -41,10 +42,10 @@ def dag_run(home: Path, source: str, warehouse: str, workers: int) -> dict:
         **{key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "CDC_SYNC"))},
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.replace("postgresql://", "postgresql+psycopg://"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(BENCH / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_MAIN": warehouse,
-        "CDC_BENCH_TABLES": ",".join(TABLES),
+        "CDC_FANOUT_TABLES": ",".join(TABLES),
     }
     try:
         started = time.perf_counter()

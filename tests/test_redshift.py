@@ -25,6 +25,7 @@ from cdc_sync.destinations.redshift import (
 )
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import parse_url, postgres_conninfo
+from tests.lease_checks import check_table_leases
 
 SCHEMA = "airflow-qwe123"
 TABLES = ["dag", "dag_run", "task_instance", "import_error", "log", "dag_tag"]
@@ -165,15 +166,7 @@ def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(reds
     first = RedshiftDestination(parse_url(url, role="destination"))
     second = RedshiftDestination(parse_url(url, role="destination"))
     try:
-        assert first.try_lock(SCHEMA)
-        assert first.try_lock(SCHEMA, "dag")
-        assert not second.try_lock(SCHEMA, "dag")  # one table, one cycle at a time
-        assert second.try_lock(SCHEMA, "dag_run")  # another table, at the same time
-        first.unlock(SCHEMA)
-        assert second.try_lock(SCHEMA)  # the schema lease is free while the table leases are held
-        assert not first.try_lock(SCHEMA, "dag_run")
-        second.unlock(SCHEMA, "dag_run")
-        assert first.try_lock(SCHEMA, "dag_run")
+        check_table_leases(first, second, SCHEMA)
     finally:
         first.close()
         second.close()

@@ -21,6 +21,7 @@ from cdc_sync.destinations.snowflake import SnowflakeDestination, SnowflakeDiale
 from cdc_sync.destinations.snowflake_settings import connect_arguments, snowflake_settings_from_connection
 from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
+from tests.lease_checks import check_table_leases
 
 fakesnow = pytest.importorskip("fakesnow")
 
@@ -176,15 +177,7 @@ def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(snow
     first = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
     second = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
     try:
-        assert first.try_lock(SCHEMA)
-        assert first.try_lock(SCHEMA, "dag")
-        assert not second.try_lock(SCHEMA, "dag")  # one table, one cycle at a time
-        assert second.try_lock(SCHEMA, "dag_run")  # another table, at the same time
-        first.unlock(SCHEMA)
-        assert second.try_lock(SCHEMA)  # the schema lease is free while the table leases are held
-        assert not first.try_lock(SCHEMA, "dag_run")
-        second.unlock(SCHEMA, "dag_run")
-        assert first.try_lock(SCHEMA, "dag_run")
+        check_table_leases(first, second, SCHEMA)
     finally:
         first.close()
         second.close()

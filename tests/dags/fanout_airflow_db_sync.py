@@ -1,8 +1,10 @@
 """The fan-out: one mapped task per table, all syncing one PostgreSQL schema (the connection "main", set by the
-test through AIRFLOW_CONN_MAIN) from the source behind the connection "airflow_db"."""
+test or the benchmark through AIRFLOW_CONN_MAIN) from the source behind the connection "airflow_db". The tables
+are CDC_FANOUT_TABLES (comma-separated) when set (bench/fanout.py), else the test's six."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from cdc_sync.airflow.decorator import tables_to_fan_out
@@ -12,7 +14,7 @@ try:
 except ImportError:  # Airflow 2
     from airflow.decorators import dag, task
 
-FANOUT_TABLES = ["dag", "dag_run", "dag_tag", "job", "log", "task_instance"]
+FANOUT_TABLES = os.environ.get("CDC_FANOUT_TABLES", "dag,dag_run,dag_tag,job,log,task_instance").split(",")
 
 
 @dag(dag_id="fanout_airflow_db_sync", schedule=None, start_date=datetime(2024, 1, 1), catchup=False,
