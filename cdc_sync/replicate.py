@@ -290,15 +290,17 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 if on_table and table_report.status != LOCKED:
                     on_table(table_report)
 
+            def sync_announced(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+                table_report = sync_locked(lane_cycle, lane_source, plan)
+                announce(table_report)
+                return table_report
+
             lanes = lane_count(config, destination, plans, watermarks, resync)
             if lanes > 1:
                 reports = sync_in_lanes(config, cycle, source, plans, watermarks, announce, lanes, sync_locked)
             else:
-                reports = []
-                for plan in plans:
-                    reports.append(sync_locked(cycle, source, plan))
-                    announce(reports[-1])
-            reports = wait_for_locked(reports, plans, sync_locked, cycle, source, config.lock_wait_seconds)
+                reports = [sync_announced(cycle, source, plan) for plan in plans]
+            reports = wait_for_locked(reports, plans, sync_announced, cycle, source, config.lock_wait_seconds)
             if plans and all(table_report.status == LOCKED for table_report in reports):
                 raise CycleAlreadyRunningError(
                     f"Another cycle is syncing {', '.join(plan.name for plan in plans)} in schema "

@@ -46,10 +46,12 @@ def test_a_table_held_by_another_cycle_is_left_to_it_or_waited_for(airflow3_sour
         # With lock_wait_seconds the cycle waits for that table only, and syncs it once it is free.
         threading.Timer(1.5, holder.unlock, args=(SCHEMA, "dag_run")).start()
         started = time.monotonic()
+        announced: list[str] = []
         report = cdc_sync.sync(airflow3_source, destination, SCHEMA, tables=["dag", "dag_run"],
-                               lock_wait_seconds=60)
+                               lock_wait_seconds=60, on_table=lambda table: announced.append(table.table))
         assert {t.table: t.status for t in report.tables} == {"dag": "ok", "dag_run": "ok"}
         assert time.monotonic() - started >= 1.0
+        assert announced == ["dag", "dag_run"]  # the table synced after its wait is announced too
     finally:
         holder.close()
     assert_mirrored(airflow3_source, destination, SCHEMA, "dag_run", AIRFLOW_KEYS["dag_run"])
