@@ -4,6 +4,8 @@ Every measured step is a whole separate process (so interpreter start and import
 its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side by side:
 
 - ``floor``: COPY each default table to memory, parse with Arrow, load into a fresh DuckDB file (bench/floor.py);
+- ``adbc floor``: each default table read by ADBC (COPY BINARY → Arrow) and streamed into a fresh DuckDB file
+  (bench/floor.py --adbc);
 - ``initial``: first sync of the default tables into a fresh DuckDB file;
 - ``burst``: a cycle after 20,000 task instances and 100 runs changed (a scheduler finishing 1,000 runs);
 - ``no_change``: a cycle right after, with nothing changed.
@@ -127,6 +129,17 @@ class Bench:
         target.unlink(missing_ok=True)
         return measure
 
+    def adbc_floor(self, label: str) -> Measure:
+        target = self.work / "adbc_floor.duckdb"
+        target.unlink(missing_ok=True)
+        measure, stdout = run_process(
+            [sys.executable, str(BENCH / "floor.py"), "--adbc", self.url, str(target), *TABLES], f"adbc_floor-{label}")
+        phases = json.loads(stdout)
+        measure.detail = {"floor_s": round(sum(table["floor_s"] for table in phases.values()), 3),
+                          "task_instance_floor_s": round(phases["task_instance"]["floor_s"], 3)}
+        target.unlink(missing_ok=True)
+        return measure
+
     def cdc_sync(self, label: str) -> Measure:
         command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
                    "--schema", "airflow", "--json"]
@@ -175,12 +188,14 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
     engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
     runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
     floors: list[Measure] = []
+    adbc_floors: list[Measure] = []
     bursts = []
     for repeat in range(repeats):
         print(f"repeat {repeat + 1}/{repeats}", flush=True)
         bench.reset()
         bench_dataset.settle(url)
         floors.append(bench.floor(f"x{scale}-r{repeat}"))
+        adbc_floors.append(bench.adbc_floor(f"x{scale}-r{repeat}"))
         for engine in engines:
             runs[engine]["initial"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-initial"))
         if repeat == 0:
@@ -194,7 +209,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool) -> dict:
         for engine in engines:
             runs[engine]["no_change"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-no_change"))
     bench.reset()
-    return summarize(scale, repeats, data, build_seconds, runs, floors, bursts)
+    return summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
 
 
 def median(values: list[float]) -> float:
@@ -202,7 +217,8 @@ def median(values: list[float]) -> float:
 
 
 def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_seconds: float | None,
-              runs: dict[str, dict[str, list[Measure]]], floors: list[Measure], bursts: list) -> dict:
+              runs: dict[str, dict[str, list[Measure]]], floors: list[Measure], adbc_floors: list[Measure],
+              bursts: list) -> dict:
     summary: dict = {}
     for engine, scenarios in runs.items():
         summary[engine] = {
@@ -220,8 +236,16 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
         "task_instance_floor_s": median([f.detail["task_instance"]["floor_s"] for f in floors]),
         "peak_rss_mib": max(f.peak_rss_mib for f in floors),
     }
+    adbc_floor_s = median([f.detail["floor_s"] for f in adbc_floors])
+    summary["adbc_floor"] = {
+        "process_median_s": median([f.seconds for f in adbc_floors]),
+        "read_plus_load_s": adbc_floor_s,
+        "task_instance_floor_s": median([f.detail["task_instance_floor_s"] for f in adbc_floors]),
+        "peak_rss_mib": max(f.peak_rss_mib for f in adbc_floors),
+    }
     cdc = summary["cdc_sync"]
-    ratios = {"cdc_sync_initial_over_floor": round(cdc["initial"]["median_s"] / floor_s, 2)}
+    ratios = {"cdc_sync_initial_over_floor": round(cdc["initial"]["median_s"] / floor_s, 2),
+              "cdc_sync_initial_over_adbc_floor": round(cdc["initial"]["median_s"] / adbc_floor_s, 2)}
     if "dlt" in summary:
         for scenario in SCENARIOS:
             ratios[f"dlt_over_cdc_sync_{scenario}"] = round(
@@ -237,7 +261,8 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
         "summary": summary,
         "ratios": ratios,
         "raw": {engine: {s: [asdict(m) for m in ms] for s, ms in scenarios.items()}
-                for engine, scenarios in runs.items()} | {"floor": [asdict(f) for f in floors]},
+                for engine, scenarios in runs.items()} | {"floor": [asdict(f) for f in floors],
+                                                          "adbc_floor": [asdict(f) for f in adbc_floors]},
     }
 
 
@@ -270,6 +295,13 @@ def markdown(result: dict) -> str:
         f"**{floor['read_plus_load_s']:.2f} s** (task_instance alone {floor['task_instance_floor_s']:.2f} s; "
         f"whole process {floor['process_median_s']:.2f} s, peak {floor['peak_rss_mib']:.0f} MiB). "
         f"cdc_sync initial / floor: **{ratios['cdc_sync_initial_over_floor']:.2f}x**.",
+        "",
+        f"ADBC floor, same tables (COPY BINARY → Arrow → DuckDB, streamed): read + load "
+        f"**{result['summary']['adbc_floor']['read_plus_load_s']:.2f} s** (task_instance alone "
+        f"{result['summary']['adbc_floor']['task_instance_floor_s']:.2f} s; whole process "
+        f"{result['summary']['adbc_floor']['process_median_s']:.2f} s, peak "
+        f"{result['summary']['adbc_floor']['peak_rss_mib']:.0f} MiB). cdc_sync initial / ADBC floor: "
+        f"**{ratios['cdc_sync_initial_over_adbc_floor']:.2f}x**.",
     ]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from typing import Any
 from cdc_sync.config import DEFAULT_DESTINATION, SyncConfig, build_config, schema_or_default
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.errors import TableSyncError
+from cdc_sync.progress import ReadProgress
 from cdc_sync.replicate import TableCallback, run_cycle
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
@@ -31,6 +32,7 @@ def sync(
     additional_tables: Iterable[str] | None = None,
     raise_on_failure: bool = True,
     on_table: TableCallback | None = None,
+    progress: ReadProgress | None = None,
     **options: Any,
 ) -> CycleReport:
     """Run one incremental cycle. ``tables=None`` → defaults, ``tables=[]`` → every table.
@@ -39,13 +41,15 @@ def sync(
     and ``hash_columns`` (["table.column"]), ``hash_key`` (default ``CDC_SYNC_HASH_KEY``: hashed columns get
     HMAC-SHA-256 under it, else plain SHA-256, which anyone can recompute for a guessed value), ``lookback_seconds``,
     ``allow_foreign_source``, ``parallel_tables``, ``lock_wait_seconds`` (how long a table that another cycle is
-    syncing is waited for; then it is left to that cycle and reported ``locked``, not failed).
+    syncing is waited for; then it is left to that cycle and reported ``locked``, not failed). ``progress``
+    receives each table's rows as they are read (:class:`cdc_sync.progress.ProgressLines` writes plain lines about
+    every 10 s while a read lasts).
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).
     """
     config = _config(source, destination, schema,
                      {"tables": tables, "additional_tables": additional_tables, **options})
     with _secrets_hidden(config):
-        report = run_cycle(config, on_table=on_table)
+        report = run_cycle(config, on_table=on_table, progress=progress)
     _raise_for_failures(report, raise_on_failure)
     return report
 
@@ -60,6 +64,7 @@ def resync(
     only: Iterable[str] | None = None,
     raise_on_failure: bool = True,
     on_table: TableCallback | None = None,
+    progress: ReadProgress | None = None,
     **options: Any,
 ) -> CycleReport:
     """Re-read the selected tables (or only those in ``only``) in full, atomically per table, and reset their
@@ -67,7 +72,7 @@ def resync(
     config = _config(source, destination, schema,
                      {"tables": tables, "additional_tables": additional_tables, **options})
     with _secrets_hidden(config):
-        report = run_cycle(config, resync=True, only_tables=only, on_table=on_table)
+        report = run_cycle(config, resync=True, only_tables=only, on_table=on_table, progress=progress)
     _raise_for_failures(report, raise_on_failure)
     return report
 

@@ -1,4 +1,4 @@
-"""``cdc-sync run | resync | verify | status | demo``."""
+"""``cdc-sync run | resync | verify | status | demo``, and ``capture`` (:mod:`cdc_sync.cli_capture`)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ import click
 
 from cdc_sync import api
 from cdc_sync.errors import CdcSyncError, ConfigError
+from cdc_sync.freshness import FreshnessReport, check_freshness, parse_duration
+from cdc_sync.progress import ProgressLines
 from cdc_sync.report import LOCKED, CycleReport, TableReport
+from cdc_sync.state import Watermark
 from cdc_sync.verification import VerifyReport
 
 # `cdc-sync verify` found a difference it did not repair (1: a failure, 2: bad input).
 NOT_EXACT_EXIT_CODE = 3
+# `cdc-sync status --max-lag` found a table stale or failed, or no table synced at all.
+STALE_EXIT_CODE = 4
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -127,13 +132,16 @@ def _print_report(report: CycleReport, as_json: bool) -> None:
 
 def _run(action: Callable[..., CycleReport], request: dict[str, Any], as_json: bool, **extra: Any) -> None:
     if as_json or not sys.stderr.isatty():
-        report = action(**request, **extra)  # no one watches a spinner in a scheduler's log
+        # No one watches bars in a scheduler's log: a plain line per long read, about every 10 s.
+        report = action(**request, progress=ProgressLines(lambda line: click.echo(line, err=True)), **extra)
     else:
-        with _stderr().status("syncing…") as status:
-            def progress(item: TableReport) -> None:
-                status.update(f"synced {item.table} ({item.rows_read} rows read)")
+        from cdc_sync.progress_bars import ProgressBars
 
-            report = action(**request, on_table=progress, **extra)
+        with ProgressBars(_stderr()) as bars:
+            def synced(item: TableReport) -> None:
+                bars.status(f"synced {item.table} ({item.rows_read} rows read)")
+
+            report = action(**request, on_table=synced, progress=bars, **extra)
     _print_report(report, as_json)
     if not report.ok:
         sys.exit(1)
@@ -243,30 +251,70 @@ def _print_verification(report: VerifyReport, as_json: bool) -> None:
                 _stderr().print(f"{item.table}: {kind} keys (sample): {', '.join(map(str, sample))}", soft_wrap=True)
 
 
+class Duration(click.ParamType):
+    """A duration such as ``30m``, ``90s``, ``1h30m`` or ``2d``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 @main.command()
 @click.option("--destination", envvar="CDC_SYNC_DESTINATION_URL")
 @click.option("--schema", envvar="CDC_SYNC_SCHEMA")
+@click.option("--max-lag", type=Duration(), default=None,
+              help=f"Alert (exit code {STALE_EXIT_CODE}) when a table's mirror is further behind its source than "
+                   "this (30m, 90s, 1h30m, 2d), or its last attempt failed.")
+@click.option("--table", "only", multiple=True,
+              help="With --max-lag: check only this table (repeatable, or comma-separated); one never synced is stale.")
 @click.option("--json", "as_json", is_flag=True)
-def status(destination: str | None, schema: str | None, as_json: bool) -> None:
-    """The watermark table: last success, lag, rows and errors per table."""
+def status(destination: str | None, schema: str | None, max_lag: float | None, only: tuple[str, ...],
+           as_json: bool) -> None:
+    """The watermark table: last success, lag, rows and errors per table. With --max-lag, a freshness check."""
+    if only and max_lag is None:
+        _fail(ConfigError("--table narrows the freshness check: give --max-lag too (e.g. --max-lag 30m)."))
     try:
         marks = api.status(destination, schema)
     except CdcSyncError as error:
         _fail(error)
         return
+    freshness = None if max_lag is None else check_freshness(marks, max_lag, tables=_split(only) or None)
+    if freshness is not None and only:
+        marks = [item.watermark for item in freshness.tables]
+    _print_status(marks, freshness, as_json)
+    if freshness is not None and not freshness.ok:
+        sys.exit(STALE_EXIT_CODE)
+
+
+def _print_status(marks: list[Watermark], freshness: FreshnessReport | None, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([vars(mark) for mark in marks], indent=2, default=str))
+        summary = [vars(mark) for mark in marks] if freshness is None else freshness.summary()
+        click.echo(json.dumps(summary, indent=2, default=str))
         return
     if not marks:
-        _stderr().print("No cycle has run into this schema yet.")
+        _stderr().print(("[red]alert:[/] " if freshness else "") + "No cycle has run into this schema yet.")
         return
-    table = _stdout_table("cdc-sync status", ("table", "strategy", "cursor", "high-water mark", "last success",
-                                              "lag s", "live rows", "error"))
+    columns = ("table", "strategy", "cursor", "high-water mark", "last success", "lag s", "live rows", "error")
+    table = _stdout_table("cdc-sync status", columns + (("verdict",) if freshness else ()))
+    verdicts = {item.watermark.table_name: item.verdict for item in freshness.tables} if freshness else {}
     for mark in marks:
+        verdict = verdicts.get(mark.table_name)
         table.add_row(mark.table_name, mark.strategy, mark.cursor_column or "", mark.high_water_mark or "",
                       str(mark.last_success_at or ""), f"{mark.lag_seconds or 0:.1f}", str(mark.live_rows or 0),
-                      (mark.last_error or "")[:80])
+                      (mark.last_error or "")[:80],
+                      *(() if verdict is None else (verdict if verdict == "fresh" else f"[red]{verdict}",)))
     _print_stdout(table)
+    if freshness is not None and not freshness.ok:
+        for verdict, meaning in (("stale", f"behind their source by more than {freshness.max_lag_seconds:g} s"),
+                                 ("failed", "failed in their last attempt")):
+            if names := freshness.named(verdict):
+                _stderr().print(f"[red]alert:[/] {', '.join(names)}: {meaning}", soft_wrap=True)
 
 
 @main.command()
@@ -286,3 +334,9 @@ def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not verbose:
         logging.getLogger("cdc_sync").setLevel(logging.ERROR)
+
+
+# Last: the capture commands use the helpers above.
+from cdc_sync.cli_capture import capture  # noqa: E402
+
+main.add_command(capture)

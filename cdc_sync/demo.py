@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc_sync import api
+from cdc_sync.demo_answers import show_answers
 from cdc_sync.errors import ConfigError
 
 DAGS = ("etl_orders", "etl_customers", "ml_training")
@@ -108,3 +109,4 @@ def run_demo(workdir: str, console: Console) -> None:
           api.sync(source, destination, "airflow", additional_tables=["log"]))
     console.print(f"\nThe mirror is {mirror_path} (schema airflow). Its watermarks:\n"
                   f"  cdc-sync status --destination {destination}")
+    show_answers(console, mirror_path, "airflow", directory)

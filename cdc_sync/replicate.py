@@ -21,6 +21,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from cdc_sync import faults
+from cdc_sync.capture import capture_for
 from cdc_sync.config import SyncConfig
 from cdc_sync.cycle_locks import CycleLocks, open_destination_waiting
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
@@ -33,7 +34,8 @@ from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_war
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
-from cdc_sync.positions import format_mark, mark_row_key, next_position, start_position
+from cdc_sync.positions import format_mark, mark_row_key
+from cdc_sync.progress import ReadProgress, track
 from cdc_sync.report import LOCKED, CycleReport, TableReport
 from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
@@ -57,6 +59,8 @@ class TableCycle:
 
     # Tables whose hashed columns change digest in this cycle (a resync): emptied before they are re-read.
     digest_switches: frozenset[str] = frozenset()
+    # Where reads report their rows as they come (bars, plain lines); None: nowhere, at no cost.
+    progress: ReadProgress | None = None
 
     def __init__(self, config: SyncConfig, destination: Destination, state: StateStore, cycle_id: str) -> None:
         self.config = config
@@ -71,6 +75,7 @@ class TableCycle:
         """The same cycle's work on another warehouse connection (a lane of its own)."""
         lane = TableCycle(self.config, destination, StateStore(destination, self.schema), self.cycle_id)
         lane.digest_switches = self.digest_switches
+        lane.progress = self.progress
         return lane
 
     def run(self, plan: TablePlan, snapshot: SourceSnapshot, previous: Watermark | None, full: bool,
@@ -84,7 +89,8 @@ class TableCycle:
         key_changed = previous is not None and previous.merge_key not in (None, plan.merge_key_text)
         cursor_changed = previous is not None and previous.cursor_column != plan.cursor
         full = full or key_changed or cursor_changed
-        position = start_position(plan, previous, self.config.lookback_seconds, full)
+        capture = capture_for(snapshot, self.config.lookback_seconds)
+        position = capture.start(plan, previous, full)
         may_have_deletions, deletes_recorded = deletions_since(plan, horizon, previous)
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
@@ -93,11 +99,14 @@ class TableCycle:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
         tally = Tally(plan.cursor, plan.merge_key if plan.strategy in CURSOR_STRATEGIES else ())
-        rows = snapshot.read_rows(plan.table, position.where)
-        batches: Iterable = faults.after_first("read", tally.watch(rows))
+        changes = capture.changes(plan, position)
+        batches: Iterable = faults.after_first("read", tally.watch(changes.upserts))
+        if self.progress is not None:
+            batches = track(self.progress, plan.name, _estimate(snapshot, plan, previous, changes.read_everything),
+                            batches)
         if plan.hashed_columns:
             batches = hash_columns(batches, plan.hashed_columns, self.digest.hex_digest)
-        read_everything = position.where is None
+        read_everything = changes.read_everything
         live_rows: int | None = None
         if not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
@@ -113,7 +122,7 @@ class TableCycle:
             try:
                 report.rows_written = self._merge_in_chunks(
                     plan, staging, batches, started, on_read_end=source_count.start,
-                    compare_rows=not snapshot.reads_only_rewritten_rows(position.where),
+                    compare_rows=not changes.only_rewritten_rows,
                 )
                 faults.point("merge")
                 if check_reset and not read_everything:
@@ -129,7 +138,7 @@ class TableCycle:
         report.rows_read = tally.rows
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
-        position = next_position(plan, position, horizon, tally.maximum)
+        position = changes.position_to_commit(tally.maximum)
         row_at_mark = mark_row_key(plan, previous, tally, position.high_water_mark)
         finished = utc_now()
         report.seconds = round(time.monotonic() - clock_started, 3)
@@ -227,6 +236,16 @@ class TableCycle:
             log.error("Could not record the failure of %s: %s", plan.name, error)
 
 
+def _estimate(snapshot: SourceSnapshot, plan: TablePlan, previous: Watermark | None, whole_table: bool) -> int | None:
+    """About how many rows the read brings. A read of changes: unknown until it is done. A whole table: the live
+    rows its mirror held after the last cycle (free, and exact then), else the source's estimate (a first load)."""
+    if not whole_table:
+        return None
+    if previous is not None and previous.live_rows is not None:
+        return previous.live_rows
+    return snapshot.estimate_rows(plan.table)
+
+
 def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable[[], None]) -> Iterator[pa.RecordBatch]:
     """The batches, then ``callback()`` once the source stream has ended (its read, e.g. a COPY, is finished)."""
     yield from batches
@@ -234,7 +253,7 @@ def _notify_when_exhausted(batches: Iterable[pa.RecordBatch], callback: Callable
 
 
 def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable[str] | None = None,
-              on_table: TableCallback | None = None) -> CycleReport:
+              on_table: TableCallback | None = None, progress: ReadProgress | None = None) -> CycleReport:
     """Run one cycle over the selected tables. Tables fail independently; the report says which did."""
     dialect_for(config.destination_url).validate_schema_name(config.schema)
     faults.check_environment()
@@ -276,6 +295,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             watermarks = state.watermarks()
             report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))
             cycle = TableCycle(config, destination, state, report.cycle_id)
+            cycle.progress = progress
             cycle.digest_switches = frozenset(digest_switches(
                 {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
                 (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest, resync=resync))

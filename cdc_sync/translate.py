@@ -88,6 +88,12 @@ def classify(error: BaseException) -> Classified | None:
         if state:
             return Classified(_by_sqlstate(state), f"SQLSTATE {state}")
         return Classified(_by_class(error, DBAPI_CLASSES, psycopg.Error) or kinds.refused, type(error).__name__)
+    if (adbc := _loaded("adbc_driver_manager")) and isinstance(error, adbc.Error):
+        # ADBC (PostgreSQL's Arrow reads): the server's SQLSTATE when it sent one, else the DB-API class.
+        state = _sqlstate(error)
+        if state:
+            return Classified(_by_sqlstate(state), f"SQLSTATE {state}")
+        return Classified(_by_class(error, DBAPI_CLASSES, adbc.Error) or kinds.refused, type(error).__name__)
     if (redshift := _loaded("redshift_connector")) and isinstance(error, redshift.Error):
         state = _sqlstate(error)
         if state:

@@ -16,6 +16,15 @@ from tests.airflow_schema import PG_ADMIN, fill_airflow3, pg_airflow3_template, 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def whole_table_reads_through_adbc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every whole-table PostgreSQL read of the suite goes through ADBC (the path of large tables), not only those of
+    heaps over the size threshold, which no test table reaches; filtered reads keep the CSV path."""
+    import cdc_sync.sources.postgres as postgres_source
+
+    monkeypatch.setattr(postgres_source, "ARROW_READ_MIN_BYTES", 0)
+
+
 def require_service(name: str, check) -> None:
     try:
         check()
@@ -50,6 +59,33 @@ def postgres_destination(postgres_available: None) -> str:
     name = f"cdc_dst_{uuid.uuid4().hex[:10]}"
     url = pg_recreate_database(name)
     yield url
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def logical_decoding_available(postgres_available: None) -> None:
+    """The local PostgreSQL runs with wal_level=logical (.ci/run sets it in CI)."""
+    def check() -> None:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3) as connection:
+            level = connection.execute("SHOW wal_level").fetchone()[0]
+        if level != "logical":
+            raise RuntimeError(f"wal_level is {level}, logical decoding needs wal_level=logical")
+
+    require_service("PostgreSQL logical decoding", check)
+
+
+@pytest.fixture(scope="module")
+def logical_database(logical_decoding_available: None) -> str:
+    """A fresh, empty PostgreSQL database for logical decoding tests; returns its name.
+
+    Replication slots pin WAL for the whole server, so every slot left in this database is dropped afterwards,
+    whether the test passed or not (a database with slots cannot be dropped either)."""
+    name = f"cdc_log_{uuid.uuid4().hex[:10]}"
+    pg_recreate_database(name)
+    yield name
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                           (name,))
     pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -277,6 +277,19 @@ def test_function_overrides_and_outlets_of_one_run(monkeypatch, airflow3_source,
         operator.run_cycle(["dag_run"])
 
 
+def test_the_task_log_gets_the_plain_progress_lines(monkeypatch, sqlite_airflow3_source, tmp_path):
+    import cdc_sync.progress
+
+    monkeypatch.setattr(cdc_sync.progress, "LINE_INTERVAL_SECONDS", 0.0)  # a line per batch, not every 10 s
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(tmp_path / "m.db")}))
+    operator = _operator(db_type="duckdb", connection_id="main", source_url=sqlite_airflow3_source)
+    logged: list[str] = []
+    monkeypatch.setattr(operator.log, "info", lambda message, *args: logged.append(message % args))
+    assert operator.run_cycle({"tables": ["dag_run"]})["ok"]
+    assert "dag_run: read 50 of ~50 rows (100%)" in "\n".join(logged)
+    assert any(line.startswith("dag_run: read 50 rows in ") for line in logged)
+
+
 
 def test_the_warehouse_connections_hash_key_keys_the_digest_and_reaches_no_driver(monkeypatch, tmp_path,
                                                                                  sqlite_airflow3_source):

@@ -10,7 +10,7 @@ import cdc_sync
 from cdc_sync import replicate
 from cdc_sync.destinations.base import Destination
 from cdc_sync.errors import SourceError
-from cdc_sync.sources import csv_stream
+from cdc_sync.sources import csv_stream, postgres_arrow
 from cdc_sync.sources.postgres import PostgresSnapshot
 from tests.mirror_check import assert_mirrored, mirror_query
 
@@ -26,6 +26,7 @@ def test_full_read_into_a_filled_mirror_merges_in_chunks(airflow3_source: str, d
     merges: list = []
     monkeypatch.setattr(replicate, "MERGE_CHUNK_ROWS", 30)
     monkeypatch.setattr(csv_stream, "BLOCK_SIZE", 2048)  # several batches, so several chunks
+    monkeypatch.setattr(postgres_arrow, "BATCH_SIZE_HINT_BYTES", 2048)  # the same on the ADBC path
     for cls in Destination.__subclasses__():
         monkeypatch.setattr(cls, "execute", _wrap(cls.execute, merges))
     report = cdc_sync.resync(airflow3_source, destination, tables=["task_instance"]).tables[0]

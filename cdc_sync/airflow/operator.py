@@ -17,6 +17,7 @@ from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import DELETE_MODES
 from cdc_sync.errors import ConfigError
+from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
 
@@ -192,7 +193,12 @@ class AirflowDbSyncOperator(BaseOperator):
         self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
                       self.destination_schema, redact(destination_url))
         return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                    hash_key=key, lock_wait_seconds=self.lock_wait_seconds, **request)
+                    hash_key=key, lock_wait_seconds=self.lock_wait_seconds, progress=ProgressLines(self._log_line),
+                    **request)
+
+    def _log_line(self, line: str) -> None:
+        """A progress line into the task log, as it is (its % signs are no format)."""
+        self.log.info("%s", line)
 
     def _publish_synced(self, report: CycleReport) -> None:
         """Keep as outlets only the tables this run synced, so their asset events mean fresh data."""

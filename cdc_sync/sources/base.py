@@ -178,6 +178,11 @@ class SourceSnapshot(ABC):
     def count_rows(self, table: TableSchema) -> int:
         """The table's row count in this snapshot."""
 
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        """About how many rows the table holds, cheaply (the engine's statistics), for a progress bar's total; None
+        where the engine keeps no estimate or has none yet."""
+        return None
+
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         """The table's row count and key digest in this snapshot (:mod:`cdc_sync.key_digest`), or None where the
         engine or the key's types cannot render it as the warehouse does."""

@@ -7,9 +7,9 @@ OS error never leaves a source as itself (see :mod:`cdc_sync.translate`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -18,6 +18,10 @@ from cdc_sync.key_digest import KeyDigest
 from cdc_sync.sources.base import RowFilter, Source, SourceSnapshot
 from cdc_sync.translate import Boundary
 from cdc_sync.types import TableSchema
+
+if TYPE_CHECKING:
+    from cdc_sync.sources.postgres_log import LogChange, LogStatus, PostgresLog
+    from cdc_sync.sources.publication import PublishedTable
 
 log = logging.getLogger("cdc_sync")
 
@@ -55,6 +59,10 @@ class TranslatedSnapshot(SourceSnapshot):
     def count_rows(self, table: TableSchema) -> int:
         with self._boundary.translating(f"counting the rows of {table.name}"):
             return self.inner.count_rows(table)
+
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        with self._boundary.translating(f"estimating the rows of {table.name}"):
+            return self.inner.estimate_rows(table)
 
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         with self._boundary.translating(f"computing the key digest of {table.name}"):
@@ -124,3 +132,50 @@ class TranslatedSource(Source):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # an engine's own attributes, outside the contract
+
+
+class TranslatedLog:
+    """A PostgreSQL source's log side (:class:`cdc_sync.sources.postgres_log.PostgresLog`) whose calls, and the
+    messages it streams, are inside the source's boundary."""
+
+    def __init__(self, inner: PostgresLog, boundary: Boundary) -> None:
+        self.inner = inner
+        self.names = inner.names
+        self._boundary = boundary
+
+    def status(self) -> LogStatus:
+        with self._boundary.translating("reading the replication slot's status"):
+            return self.inner.status()
+
+    def refusal(self, tables: Sequence[str]) -> str | None:
+        with self._boundary.translating("checking whether the source allows log capture"):
+            return self.inner.refusal(tables)
+
+    def setup(self, tables: Sequence[PublishedTable]) -> list[str]:
+        with self._boundary.translating("setting up the publication and replication slot"):
+            return self.inner.setup(tables)
+
+    def drop(self) -> list[str]:
+        with self._boundary.translating("dropping the replication slot and publication"):
+            return self.inner.drop()
+
+    def current_lsn(self) -> int:
+        with self._boundary.translating("reading the current WAL position"):
+            return self.inner.current_lsn()
+
+    def peek(self, upto_lsn: int | None, upto_changes: int | None = None) -> Iterator[LogChange]:
+        return self._boundary.iterate("reading the replication slot", self.inner.peek(upto_lsn, upto_changes))
+
+    def advance(self, lsn: int) -> int:
+        with self._boundary.translating("advancing the replication slot"):
+            return self.inner.advance(lsn)
+
+    def close(self) -> None:
+        with self._boundary.translating("closing the log connection"):
+            self.inner.close()
+
+    def __enter__(self) -> TranslatedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -235,6 +235,14 @@ class MySQLSnapshot(SourceSnapshot):
             cursor.execute(f"SELECT COUNT(*) FROM {quote(table.name)}")
             return int(cursor.fetchone()[0])
 
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        # InnoDB's sampled row count, the one SHOW TABLE STATUS shows: no scan.
+        with self._connection.cursor() as cursor:
+            cursor.execute("SELECT table_rows FROM information_schema.tables WHERE table_schema = DATABASE() "
+                           "AND table_name = %s", (table.name,))
+            row = cursor.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         if not self.renders_key(table, key):
             return None

@@ -1,12 +1,13 @@
 """Airflow on PostgreSQL: introspection from pg_catalog, the commit horizon from pg_stat_activity, and rows
-streamed by ``COPY (SELECT …) TO STDOUT`` into Arrow.
+streamed by ``COPY (SELECT …) TO STDOUT`` into Arrow: large whole-table reads as binary through ADBC
+(:mod:`cdc_sync.sources.postgres_arrow`), filtered and small reads as CSV through psycopg.
 
 This module is the PostgreSQL *source dialect*: the only place that writes SQL for a PostgreSQL source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +29,8 @@ from cdc_sync.sources.base import (
     reach_probe_sql,
 )
 from cdc_sync.sources.csv_stream import csv_batches
+from cdc_sync.sources.postgres_arrow import ARROW_READ_MIN_BYTES, ArrowReader
+from cdc_sync.sources.postgres_arrow import select_expression as binary_select_expression
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, postgres_conninfo, redact, scrub, source_schema
 
@@ -127,11 +130,26 @@ ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 # table names) reads it. The value is a quoted identifier, bound as a parameter.
 USE_SCHEMA_SQL = "SELECT set_config('search_path', %s, false)"
 CURRENT_SCHEMA_SQL = "SELECT current_schema()"
+# The planner's row count of a table (kept by VACUUM, ANALYZE and CREATE INDEX): a progress bar's total.
+ESTIMATE_ROWS_SQL = """
+SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = %s
+"""
 # Eight hex digits of an MD5 as an unsigned integer (the key digest, cdc_sync.key_digest).
 HEX_TO_INTEGER = "('x' || {})::bit(32)::bigint"
 SESSION_SETTINGS_SQL = (
     "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET extra_float_digits = 3"
 )
+# The settings a second connection copies from the first, so that text forms (``::text`` of arrays, intervals)
+# render alike on both, and bare table names find the same schema.
+SHARED_SETTINGS_SQL = (
+    "SELECT name, setting FROM pg_settings WHERE name IN "
+    "('TimeZone', 'DateStyle', 'IntervalStyle', 'bytea_output', 'extra_float_digits', 'search_path')"
+)
+EXPORT_SNAPSHOT_SQL = "SELECT pg_export_snapshot()"
+# The bytes of a table's heap: whether a whole-table read is large enough for ADBC (``to_regclass`` of the quoted
+# name follows the search path; 0 for a name it cannot resolve).
+HEAP_BYTES_SQL = "SELECT coalesce(pg_relation_size(to_regclass(%s)), 0)"
 
 
 def row_version_parameters(since: SeenRowVersions) -> tuple[int, list[int]]:
@@ -146,15 +164,41 @@ def select_expression(column: Column) -> str:
 
 
 class PostgresSnapshot(SourceSnapshot):
-    def __init__(self, connection: Any, horizon: Horizon) -> None:
+    def __init__(self, connection: Any, horizon: Horizon, arrow: Callable[[], ArrowReader]) -> None:
+        """``arrow``: the source's ADBC reader, opened on first use."""
         self._connection = connection
         self.horizon = horizon
+        self._arrow = arrow
+        self._joined: ArrowReader | None = None
+
+    def _large(self, table: TableSchema) -> bool:
+        """Whether a whole-table read of ``table`` goes through ADBC (see :data:`ARROW_READ_MIN_BYTES`)."""
+        return int(self._connection.execute(HEAP_BYTES_SQL, (quote(table.name),)).fetchone()[0]) >= (
+            ARROW_READ_MIN_BYTES)
+
+    def _arrow_batches(self, table: TableSchema, columns: tuple[Column, ...]) -> Iterator[pa.RecordBatch]:
+        """``columns`` of the whole table, read by ADBC in this very snapshot (exported once, at the first read)."""
+        if self._joined is None:
+            reader = self._arrow()
+            reader.join(self._connection.execute(EXPORT_SNAPSHOT_SQL).fetchone()[0])
+            self._joined = reader
+        select = ", ".join(binary_select_expression(quote(column.name), column.source_type) for column in columns)
+        yield from self._joined.batches(f"SELECT {select} FROM {quote(table.name)}", columns)
+
+    def end(self) -> None:
+        """End the ADBC side of the snapshot, if it was used."""
+        if self._joined is not None:
+            joined, self._joined = self._joined, None
+            joined.leave()
 
     def _copy(self, select_sql: str, params: tuple[Any, ...]) -> Any:
         # psycopg binds COPY parameters on the client side with proper quoting: values never meet SQL text.
         return self._connection.cursor().copy(f"COPY ({select_sql}) TO STDOUT (FORMAT CSV)", params)
 
     def read_rows(self, table: TableSchema, where: RowFilter | None = None) -> Iterator[pa.RecordBatch]:
+        if where is None and self._large(table):
+            yield from self._arrow_batches(table, table.columns)
+            return
         select = ", ".join(select_expression(column) for column in table.columns)
         sql = f"SELECT {select} FROM {quote(table.name)}"
         params: tuple[Any, ...] = ()
@@ -183,12 +227,19 @@ class PostgresSnapshot(SourceSnapshot):
 
     def read_keys(self, table: TableSchema, key: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
         columns = tuple(table.column(name) for name in key)
+        if self._large(table):
+            yield from self._arrow_batches(table, columns)
+            return
         select = ", ".join(select_expression(column) for column in columns)
         with self._copy(f"SELECT {select} FROM {quote(table.name)}", ()) as copy:
             yield from csv_batches(copy, columns)
 
     def count_rows(self, table: TableSchema) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {quote(table.name)}").fetchone()[0])
+
+    def estimate_rows(self, table: TableSchema) -> int | None:
+        row = self._connection.execute(ESTIMATE_ROWS_SQL, (table.name,)).fetchone()
+        return None if row is None or row[0] < 0 else int(row[0])  # -1: never vacuumed nor analyzed
 
     def key_digest(self, table: TableSchema, key: tuple[str, ...]) -> KeyDigest | None:
         # char(n) prints padded by COPY (so in the mirror) but casts to text unpadded: not renderable alike.
@@ -231,6 +282,7 @@ class PostgresSource(Source):
             ) from None
         # One round trip: the session settings COPY's text output is parsed under.
         self._connection.execute(SESSION_SETTINGS_SQL)
+        self._arrow: ArrowReader | None = None
         self._schema = source_schema(url)
         if self._schema is not None:
             try:
@@ -296,9 +348,21 @@ class PostgresSource(Source):
                     None if still_open is None else set(still_open))
                 horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted,
                                   snapshot_taken_by=taken_by)
-                yield PostgresSnapshot(connection, horizon)
+                snapshot = PostgresSnapshot(connection, horizon, self._arrow_reader)
+                try:
+                    yield snapshot
+                finally:
+                    snapshot.end()
         finally:
             connection.autocommit = True
+
+    def _arrow_reader(self) -> ArrowReader:
+        if self._arrow is None:
+            from psycopg.conninfo import make_conninfo
+
+            settings = dict(self._connection.execute(SHARED_SETTINGS_SQL).fetchall())
+            self._arrow = ArrowReader(self._url, make_conninfo(**self._conninfo), settings)
+        return self._arrow
 
     def identity(self) -> str:
         identity = f"postgresql://{self._conninfo['host']}:{self._conninfo['port']}/{self._url.database}"
@@ -311,4 +375,8 @@ class PostgresSource(Source):
         return f"{redact(self._url)} ({where})"
 
     def close(self) -> None:
-        self._connection.close()
+        try:
+            if self._arrow is not None:
+                self._arrow.close()
+        finally:
+            self._connection.close()

@@ -1,0 +1,158 @@
+"""The rules of log capture's footprint on a PostgreSQL source, apart from the SQL that applies them: the names of
+the replication slot and publication, the mark that proves cdc_sync made them, what a publication may list, and
+whether a source allows log capture at all.
+
+Ownership: cdc_sync drops or moves only what it made. Slots cannot carry a comment, so the proof is a pair. Setup
+first creates the publication and, in the same transaction, comments it with :func:`ownership_mark` naming the slot;
+only then does it create the slot, under the same name. A publication is cdc_sync's when it carries that exact
+comment; a slot is cdc_sync's when it decodes with pgoutput in this database and a publication of cdc_sync's names
+it. A slot or publication of the derived name without the mark was made by someone else and is never touched.
+
+A publication must not break the source's own writes: PostgreSQL refuses an UPDATE or DELETE on a published table
+that has no replica identity (REPLICA IDENTITY NOTHING, or DEFAULT without a primary key), or whose column list
+leaves out a replica identity column. :func:`publication_problems` refuses such tables before anything is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from cdc_sync.errors import ConfigError
+
+NAME_PREFIX = "cdc_sync_"
+# Slot names: lower-case letters, digits and underscores, at most NAMEDATALEN - 1 bytes.
+MAX_NAME_LENGTH = 63
+VALID_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+MARK_PREFIX = "cdc_sync log capture; slot "
+# PostgreSQL 15 added publication column lists: below it, secret columns would leave the source database.
+COLUMN_LISTS_FROM = 150000
+
+
+@dataclass(frozen=True)
+class LogNames:
+    """The replication slot and publication one destination schema's cycles read through."""
+
+    slot: str
+    publication: str
+
+    @classmethod
+    def for_schema(cls, schema: str, slot: str | None = None, publication: str | None = None) -> LogNames:
+        """Names derived from the destination schema, each overridable; an override must be a valid slot name
+        with cdc_sync's prefix, so that names alone already keep cdc_sync's objects apart from others'."""
+        derived = derived_name(schema)
+        names = cls(slot or derived, publication or derived)
+        for what, name in (("slot", names.slot), ("publication", names.publication)):
+            if not VALID_NAME.match(name) or not name.startswith(NAME_PREFIX):
+                raise ConfigError(
+                    f"Replication {what} name {name!r} is not usable: it must start with {NAME_PREFIX!r} and hold "
+                    f"only lower-case letters, digits and underscores, at most {MAX_NAME_LENGTH} characters."
+                )
+        return names
+
+
+def derived_name(schema: str) -> str:
+    """``cdc_sync_`` and the schema name folded to a slot name's characters; a hash of the exact schema name is
+    added whenever folding or shortening changed it, so two schemas never share a name."""
+    folded = re.sub(r"[^a-z0-9_]", "_", schema.lower())
+    name = NAME_PREFIX + folded
+    if folded == schema and len(name) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:8]
+    return f"{name[:MAX_NAME_LENGTH - len(digest) - 1]}_{digest}"
+
+
+def ownership_mark(names: LogNames) -> str:
+    """The comment on a publication cdc_sync made, naming the slot made with it."""
+    return MARK_PREFIX + names.slot
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A synced table and the columns that may leave the source (secret columns are not among them)."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReplicaIdentity:
+    """How PostgreSQL identifies a table's old rows: ``kind`` is pg_class.relreplident (d, n, f, i); ``columns``
+    are those of the primary key (d) or chosen index (i), empty when there is none."""
+
+    kind: str
+    columns: tuple[str, ...]
+    all_columns: tuple[str, ...]
+
+
+def publication_problems(tables: Iterable[PublishedTable], identities: Mapping[str, ReplicaIdentity],
+                         column_lists: bool) -> list[str]:
+    """Why publishing ``tables`` would make the source refuse its own UPDATEs and DELETEs (or leak secrets); empty
+    when it is safe."""
+    problems: list[str] = []
+    for table in tables:
+        identity = identities.get(table.name)
+        if identity is None:
+            problems.append(f"table {table.name} does not exist in the source schema")
+            continue
+        if identity.kind == "n" or (identity.kind in "di" and not identity.columns):
+            problems.append(f"table {table.name} has no replica identity (no primary key), so publishing it would "
+                            "make PostgreSQL refuse its UPDATEs and DELETEs")
+            continue
+        excluded = [column for column in identity.all_columns if column not in table.columns]
+        if not excluded:
+            continue
+        if not column_lists:
+            problems.append(f"columns {', '.join(excluded)} of {table.name} must not leave the source, and this "
+                            "PostgreSQL (before 15) cannot leave columns out of a publication")
+            continue
+        needed = identity.all_columns if identity.kind == "f" else identity.columns
+        uncovered = [column for column in needed if column not in table.columns]
+        if uncovered:
+            problems.append(f"the replica identity of {table.name} includes {', '.join(uncovered)}, which must not "
+                            "leave the source; PostgreSQL refuses UPDATEs of a table whose published columns "
+                            "leave out its replica identity")
+    return problems
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What decides whether this source role may capture from the log (read in one query)."""
+
+    wal_level: str
+    server_version: int
+    superuser: bool
+    replication: bool  # the REPLICATION attribute
+    rds_replication: bool  # member of RDS's rds_replication role
+    may_create_publication: bool  # CREATE on the database
+    unowned_tables: tuple[str, ...]  # synced tables the role does not own (CREATE PUBLICATION needs ownership)
+    slots_used: int
+    slots_allowed: int
+    owned_log_exists: bool  # the slot and publication exist, made by cdc_sync (an admin may have run setup)
+
+
+def log_capture_refusal(facts: SourceFacts) -> str | None:
+    """Why the log cannot be read from this source (one sentence with the fix), or None when it can."""
+    if facts.wal_level != "logical":
+        return (f"the source runs with wal_level={facts.wal_level}; logical decoding needs wal_level=logical "
+                "(self-hosted: ALTER SYSTEM SET wal_level = logical and a restart; RDS: rds.logical_replication=1; "
+                "Cloud SQL: cloudsql.logical_decoding=on)")
+    if facts.server_version < COLUMN_LISTS_FROM:
+        return (f"the source runs PostgreSQL {facts.server_version // 10000}; log capture needs 15 or later, whose "
+                "publication column lists keep secret columns inside the source database")
+    if facts.owned_log_exists:
+        return None
+    if not (facts.superuser or facts.replication or facts.rds_replication):
+        return ("the source role may not create a replication slot: grant it REPLICATION (RDS: GRANT "
+                "rds_replication), or let an admin run `cdc-sync capture setup` once")
+    if not (facts.superuser or facts.may_create_publication):
+        return "the source role may not create a publication: grant it CREATE on the database"
+    if facts.unowned_tables:
+        return (f"the source role does not own {', '.join(facts.unowned_tables)}, and only a table's owner may "
+                "publish it: run `cdc-sync capture setup` as Airflow's own role once")
+    if facts.slots_used >= facts.slots_allowed:
+        return (f"all {facts.slots_allowed} replication slots of the source are in use: raise "
+                "max_replication_slots, or drop an unused slot")
+    return None
