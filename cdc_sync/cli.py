@@ -16,7 +16,7 @@ from cdc_sync import api
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.freshness import FreshnessReport, check_freshness, parse_duration
 from cdc_sync.progress import ProgressLines
-from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.report import LOCKED, CycleReport, TableReport
 from cdc_sync.state import Watermark
 from cdc_sync.verification import VerifyReport
 
@@ -82,6 +82,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
                      help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
                           "queries, or auto (says which it chose and why)."),
+        click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Seconds to wait for a table another cycle is syncing (the others go on meanwhile); "
+                          "then it is left to that cycle. On DuckDB: for the process writing the file."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),
     ]
@@ -91,7 +94,7 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables, capture) -> dict[str, Any]:
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture, lock_wait) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
     return {
@@ -107,6 +110,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
         "capture": capture,
+        "lock_wait_seconds": lock_wait,
         "raise_on_failure": False,
     }
 
@@ -119,7 +123,7 @@ def _print_report(report: CycleReport, as_json: bool) -> None:
                           ("table", "strategy", "status", "read", "written", "deleted", "seconds"),
                           frozenset({"read", "written", "deleted", "seconds"}))
     for item in report.tables:
-        status = item.status if item.status == "ok" else f"[red]{item.status}"
+        status = {"ok": "ok", LOCKED: f"[yellow]{LOCKED}"}.get(item.status, f"[red]{item.status}")
         table.add_row(item.table, item.strategy, status, str(item.rows_read), str(max(item.rows_written, 0)),
                       str(item.rows_deleted), f"{item.seconds:.2f}")
     _print_stdout(table)
@@ -218,7 +222,8 @@ def verify(as_json: bool, verbose: bool, only: tuple[str, ...], fix: bool, chunk
     """Prove the mirror exact: keys and row digests compared chunk by chunk. Exit code 3 when it is not."""
     _logging(verbose)
     request = _request(**options)
-    for unused in ("raise_on_failure", "parallel_tables", "lookback_seconds", "allow_foreign_source"):
+    for unused in ("raise_on_failure", "parallel_tables", "lookback_seconds", "allow_foreign_source",
+                   "lock_wait_seconds"):
         request.pop(unused)
     try:
         report = api.verify(**request, only=_split(only) or None, fix=fix, chunk_rows=chunk_rows)

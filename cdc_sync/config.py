@@ -62,6 +62,9 @@ class SyncConfig:
     allow_foreign_source: bool = False
     # Tables synced at once (each on its own source and warehouse connection) once every table is mirrored.
     parallel_tables: int = 2
+    # How long a table held by another cycle is waited for (the other tables are synced meanwhile); after that it
+    # is left to that cycle, reported "locked". DuckDB: how long to wait for another process's cycle to end.
+    lock_wait_seconds: float = 0.0
     # Driver settings that do not fit in a URL (e.g. a private key), merged over what the URL says.
     destination_options: Mapping[str, Any] = field(default_factory=dict)
     # The key of hashed columns' HMAC-SHA-256 digests; None: plain SHA-256 (cdc_sync.digests).
@@ -96,6 +99,7 @@ def build_config(
     lookback_seconds: float = 5.0,
     allow_foreign_source: bool = False,
     parallel_tables: int = 2,
+    lock_wait_seconds: float = 0.0,
     destination_options: Mapping[str, Any] | None = None,
     hash_key: str | None = None,
     capture: str = "auto",
@@ -133,6 +137,9 @@ def build_config(
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
         raise ConfigError(f"parallel_tables={parallel_tables!r} must be a whole number from 1 to 8 (1: one table at "
                           "a time).")
+    if isinstance(lock_wait_seconds, bool) or not isinstance(lock_wait_seconds, int | float) \
+            or lock_wait_seconds < 0:
+        raise ConfigError(f"lock_wait_seconds={lock_wait_seconds!r} must be zero or a positive number of seconds.")
     return SyncConfig(
         source_url=source_url,
         destination_url=destination_url,
@@ -146,6 +153,7 @@ def build_config(
         lookback_seconds=lookback_seconds,
         allow_foreign_source=allow_foreign_source,
         parallel_tables=parallel_tables,
+        lock_wait_seconds=float(lock_wait_seconds),
         destination_options=dict(destination_options or {}),
         capture=capture,  # type: ignore[arg-type]
         max_retained_wal=max_retained_wal,

@@ -90,8 +90,8 @@ def sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: 
                   sync_table: Callable[[TableCycle, Source, TablePlan], TableReport]) -> list[TableReport]:
     """Sync the tables on ``lanes`` lanes with ``sync_table``, the largest first; reports come back in plan order.
 
-    The first lane uses the cycle's own connections (which hold the schema lock); every other lane opens a source
-    and a warehouse connection of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
+    The first lane uses the cycle's own connections; every other lane opens a source and a warehouse connection
+    of its own. If one cannot be opened, the cycle goes on with the lanes it has."""
     callback_lock = threading.Lock()
 
     def lane(lane_cycle: TableCycle, lane_source: Source) -> Callable[[TablePlan], TableReport]:
@@ -115,6 +115,7 @@ def sync_in_lanes(config: SyncConfig, cycle: TableCycle, source: Source, plans: 
                 log.warning("Syncing with %d table(s) at a time: another connection could not be opened: %s",
                             len(workers), error)
                 break
+            lane_destination.use_schema(config.schema)
             lane_destination.share_with_concurrent_tables()
             workers.append(lane(cycle.on_connection(lane_destination), lane_source))
         if len(workers) > 1:

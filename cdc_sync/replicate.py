@@ -10,6 +10,7 @@ since the last read; the MERGE updates those without comparing columns, see
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -24,8 +25,9 @@ from cdc_sync import faults
 from cdc_sync.capture import capture_for
 from cdc_sync.capture_choice import choose_capture
 from cdc_sync.config import SyncConfig
+from cdc_sync.cycle_locks import CycleLocks, open_destination_waiting
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
-from cdc_sync.destinations import dialect_for, open_destination
+from cdc_sync.destinations import dialect_for
 from cdc_sync.destinations.base import Destination
 from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
@@ -34,11 +36,11 @@ from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_war
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
 from cdc_sync.log_capture import LogSession
-from cdc_sync.ownership import refuse_foreign_tables, require_airflow_source
+from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
 from cdc_sync.progress import ReadProgress, track
-from cdc_sync.report import CycleReport, TableReport
+from cdc_sync.report import LOCKED, CycleReport, TableReport
 from cdc_sync.secrets import excluded_by_name_warning
 from cdc_sync.sources import (
     Source,
@@ -46,7 +48,7 @@ from cdc_sync.sources import (
     open_source,
 )
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
-from cdc_sync.table_attempts import sync_table
+from cdc_sync.table_turns import sync_under_lock, wait_for_locked
 from cdc_sync.transform import Tally, hash_columns, take_rows
 
 log = logging.getLogger("cdc_sync")
@@ -298,60 +300,73 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                         "The source role cannot see other sessions' open transactions, so late commits are covered "
                         f"only by the {config.lookback_seconds:g} s lookback: {source.open_writes_hint}."
                     )
-        with open_destination(config.destination_url, config.destination_options) as destination:
-            if not destination.try_lock(config.schema):
-                raise CycleAlreadyRunningError(
-                    f"Another cycle is running on schema {config.schema!r}: wait for it to finish (cdc-sync status "
-                    "shows its progress); cycles of one schema never overlap."
-                )
-            log_session = None
-            try:
-                state = StateStore(destination, config.schema)
+        with open_destination_waiting(config) as destination, CycleLocks(config) as locks:
+            state = StateStore(destination, config.schema)
+            with locks.schema_section():
                 state.migrate()
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
+            destination.use_schema(config.schema)
+            with contextlib.ExitStack() as log_hold:
+                log_session = None
+                if capture.mode == "log":
+                    # One slot per schema: the cycle that reads it holds it until the slot has advanced.
+                    log_hold.enter_context(locks.log_slot_section())
+                    log_session = LogSession.open(config, published, report.warnings)
+                    if log_session is not None:
+                        log_hold.callback(log_session.close)
+                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
+                # What the cycle plans with; each table's own state is read again once its lock is held.
                 watermarks = state.watermarks()
-                report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans},
-                                                               set(available)))
+                report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))
                 cycle = TableCycle(config, destination, state, report.cycle_id)
                 cycle.progress = progress
-                if capture.mode == "log":
-                    log_session = cycle.log_session = LogSession.open(config, published, report.warnings)
-                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
+                cycle.log_session = log_session
                 cycle.digest_switches = frozenset(digest_switches(
                     {plan.name: plan.hashed_columns for plan in plans if plan.hashed_columns}, state.meta(),
                     (name for name, mark in watermarks.items() if mark.last_success_at), cycle.digest,
                     resync=resync))
                 # Each table's mirror columns, read here for all at once; a table's first attempt takes its own.
                 known_columns = schema_mirror_columns(destination, config.schema)
-                plans, refused = refuse_foreign_tables(plans, watermarks, known_columns, destination.dialect,
-                                                       config.schema)
-                for table_report in refused:
-                    report.tables.append(table_report)
-                    if on_table:
-                        on_table(table_report)
-                lanes = lane_count(config, destination, plans, watermarks, resync)
-                if lanes > 1:
-                    def sync_lane_table(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
-                        return sync_table(lane_cycle, lane_source, plan, watermarks.get(plan.name), False,
-                                          known_columns)
-
-                    report.tables.extend(sync_in_lanes(config, cycle, source, plans, watermarks, on_table, lanes,
-                                                       sync_lane_table))
-                else:
-                    for plan in plans:
-                        table_report = sync_table(cycle, source, plan, watermarks.get(plan.name), resync,
-                                                  known_columns)
-                        report.tables.append(table_report)
-                        if on_table:
-                            on_table(table_report)
+                report.tables.extend(_sync_tables(config, locks, cycle, source, plans, watermarks, known_columns,
+                                                  resync, on_table))
                 if log_session is not None:
                     log_session.advance(state.watermarks())
-            finally:
-                if log_session is not None:
-                    log_session.close()
-                destination.unlock(config.schema)
     report.finished_at = utc_now()
     return report
+
+
+def _sync_tables(config: SyncConfig, locks: CycleLocks, cycle: TableCycle, source: Source, plans: list[TablePlan],
+                 watermarks: dict[str, Watermark], known_columns: dict[str, dict[str, str]], resync: bool,
+                 on_table: TableCallback | None) -> list[TableReport]:
+    """Every table under its own lock, in lanes when there are several; a table another cycle holds is waited
+    for up to ``lock_wait_seconds``, then left to it."""
+
+    def sync_locked(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+        return sync_under_lock(locks, lane_cycle, lane_source, plan, watermarks.get(plan.name), resync,
+                               known_columns)
+
+    def announce(table_report: TableReport) -> None:
+        if on_table and table_report.status != LOCKED:
+            on_table(table_report)
+
+    def sync_announced(lane_cycle: TableCycle, lane_source: Source, plan: TablePlan) -> TableReport:
+        table_report = sync_locked(lane_cycle, lane_source, plan)
+        announce(table_report)
+        return table_report
+
+    lanes = lane_count(config, cycle.destination, plans, watermarks, resync)
+    if lanes > 1:
+        reports = sync_in_lanes(config, cycle, source, plans, watermarks, announce, lanes, sync_locked)
+    else:
+        reports = [sync_announced(cycle, source, plan) for plan in plans]
+    reports = wait_for_locked(reports, plans, sync_announced, cycle, source, config.lock_wait_seconds)
+    if plans and all(table_report.status == LOCKED for table_report in reports):
+        raise CycleAlreadyRunningError(
+            f"Another cycle is syncing {', '.join(plan.name for plan in plans)} in schema "
+            f"{config.schema!r}: wait for it to finish (cdc-sync status shows its progress), or give "
+            "lock_wait_seconds; two cycles never write one table at the same time."
+        )
+    return reports
 
 
 def _plans(config: SyncConfig, source: Source, tables: list[str]) -> list[TablePlan]:

@@ -6,12 +6,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+LOCKED = "locked"
+
 
 @dataclass
 class TableReport:
     table: str
     strategy: str
-    status: str = "ok"  # ok | failed
+    status: str = "ok"  # ok | failed | locked (another cycle was syncing it: left to that cycle, not a failure)
     rows_read: int = 0
     rows_written: int = 0
     rows_deleted: int = 0
@@ -32,11 +34,11 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return all(table.status == "ok" for table in self.tables)
+        return all(table.status in ("ok", LOCKED) for table in self.tables)
 
     @property
     def failed(self) -> dict[str, str]:
-        return {t.table: t.error or "failed" for t in self.tables if t.status != "ok"}
+        return {t.table: t.error or "failed" for t in self.tables if t.status not in ("ok", LOCKED)}
 
     def summary(self) -> dict[str, Any]:
         """A small, JSON-friendly digest (what the Airflow task returns as XCom)."""

@@ -170,6 +170,16 @@ class StateStore:
     def record_run(self, run: RunRecord) -> None:
         self.destination.execute(self.dialect.insert_row(self.schema, RUNS, asdict(run)))
 
+    def record_alone(self, run: RunRecord) -> None:
+        """A run record in a transaction of its own (a table left to another cycle: no watermark is touched)."""
+        self.destination.begin()
+        try:
+            self.record_run(run)
+            self.destination.commit()
+        except Exception:
+            self.destination.rollback()
+            raise
+
     def record_failure(self, watermark: Watermark, run: RunRecord) -> None:
         """After a rolled-back table: keep the old high-water mark, note the error, in a transaction of its own."""
         self.destination.begin()

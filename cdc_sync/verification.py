@@ -101,26 +101,29 @@ def verify_mirror(config: SyncConfig, *, only: Iterable[str] | None = None, fix:
         validate_column_options(config, schemas)
         plans = [plan_table(schema, config, row_versions=source.has_row_versions) for schema in schemas.values()]
         with open_destination(config.destination_url, config.destination_options) as destination:
-            if fix and not destination.try_lock(config.schema):
-                raise CycleAlreadyRunningError(
-                    f"A cycle is running on schema {config.schema!r}: run verify --fix once it has finished."
-                )
-            try:
-                # Only mirrors a committed cycle recorded: never a table cdc_sync did not create (cdc_sync.ownership).
-                state = StateStore(destination, config.schema)
-                watermarks = state.watermarks() if state.has_state() else {}
-                hex_digest = digest_for(config.hash_key).hex_digest
-                for plan in plans:
-                    mark = watermarks.get(plan.name)
-                    if mark is None or mark.last_success_at is None:
-                        report.tables.append(TableVerification(plan.name, skipped="not mirrored yet"))
-                        continue
+            # Only mirrors a committed cycle recorded: never a table cdc_sync did not create (cdc_sync.ownership).
+            state = StateStore(destination, config.schema)
+            watermarks = state.watermarks() if state.has_state() else {}
+            hex_digest = digest_for(config.hash_key).hex_digest
+            if fix and watermarks:
+                destination.use_schema(config.schema)
+            for plan in plans:
+                mark = watermarks.get(plan.name)
+                if mark is None or mark.last_success_at is None:
+                    report.tables.append(TableVerification(plan.name, skipped="not mirrored yet"))
+                    continue
+                # A repair writes the table: it holds the table's lock, as a cycle does.
+                if fix and not destination.try_lock(config.schema, plan.name):
+                    raise CycleAlreadyRunningError(
+                        f"A cycle is syncing {config.schema}.{plan.name}: run verify --fix once it has finished."
+                    )
+                try:
                     with source.snapshot() as snapshot:
                         report.tables.append(_verify_table(destination, config.schema, plan, snapshot, fix,
                                                            chunk_rows, hex_digest))
-            finally:
-                if fix:
-                    destination.unlock(config.schema)
+                finally:
+                    if fix:
+                        destination.unlock(config.schema, plan.name)
     return report
 
 

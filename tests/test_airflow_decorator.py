@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.airflow_run import AIRFLOW3_BIN, run_under_task_isolation
 from tests.airflow_schema import PG_URL, airflow_migrate, pg_execute, pg_recreate_database
 from tests.conftest import IN_CI
 from tests.mirror_check import mirror_query
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "tests" / "dags"
-AIRFLOW3_BIN = Path(sys.executable).with_name("airflow")
 AIRFLOW2_VENV = Path(os.environ.get("CDC_SYNC_AIRFLOW2_VENV", REPO / ".venv-airflow2"))
 SEED_DAG_ID = "seed_airflow_db_sync"
 SEED_TASK_ID = "sync_airflow_db"
@@ -349,65 +346,6 @@ def test_verify_option_fails_on_a_mirror_that_is_not_exact_and_fix_repairs_it(mo
 # --- Real runs ------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Path, metadata_url: str,
-                              timeout: float, grace: float = 30) -> tuple[int | None, str]:
-    """Run ``airflow dags test`` until the seed DAG's run has ended; returns its exit code and output.
-
-    Airflow 3's ``dags test --use-executor`` at times keeps running after its run has succeeded (seen once in
-    several runs, with its LocalExecutor workers left as zombies). Once the run's state is final and the command
-    has had ``grace`` seconds to exit, it is stopped, and the exit code is None: the assertions that follow
-    check what the run did, not how the command ended."""
-    output_path = home / "dags-test.out"
-    with output_path.open("w") as output_file:
-        process = subprocess.Popen(command, env=env, stdout=output_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        deadline = time.monotonic() + timeout
-        ended_at: float | None = None
-        try:
-            while process.poll() is None:
-                now = time.monotonic()
-                if now > deadline:
-                    raise TimeoutError(f"{' '.join(command[1:])} did not finish within {timeout}s")
-                if ended_at is None and _seed_run_state(metadata_url) in ("success", "failed"):
-                    ended_at = now
-                if ended_at is not None and now - ended_at > grace:
-                    break
-                time.sleep(1)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, 9)
-                process.wait(timeout=10)
-                returncode = None
-            else:
-                returncode = process.returncode
-    return returncode, output_path.read_text(errors="replace")
-
-
-def _seed_run_state(metadata_url: str) -> str | None:
-    with psycopg.connect(metadata_url) as metadata:
-        row = metadata.execute("SELECT state FROM dag_run WHERE dag_id = %s", (SEED_DAG_ID,)).fetchone()
-    return None if row is None else row[0]
-
-
-def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture
 def run_databases(postgres_available):
     """A metadata database and a warehouse database, dropped afterwards."""
@@ -462,31 +400,9 @@ def test_seed_dag_under_airflow3_task_isolation(run_databases, airflow3_template
     names = run_databases
     pg_recreate_database(names["metadata"], template=airflow3_template)  # = a fresh `airflow db migrate`
     pg_recreate_database(names["warehouse"])
-    port = _free_port()
-    env = {
-        **_run_env(tmp_path, names, "psycopg"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    returncode, output = run_under_task_isolation(_run_env(tmp_path, names, "psycopg"), tmp_path, SEED_DAG_ID, {
         "AIRFLOW_CONN_AIRFLOW_DB": _with_password(PG_URL.format(database=names["metadata"]), SOURCE_SECRET),
-    }
-    server_log = (tmp_path / "api-server.log").open("w")
-    server = subprocess.Popen([str(AIRFLOW3_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", server, timeout=180)
-        returncode, output = _dags_test_until_run_ends(
-            [str(AIRFLOW3_BIN), "dags", "test", "--use-executor", SEED_DAG_ID], env, tmp_path,
-            PG_URL.format(database=names["metadata"]), timeout=300,
-        )
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=5)
-        server_log.close()
+    })
     assert returncode in (0, None), output[-4000:]
     logs = _all_logs(tmp_path, output)
     assert list((tmp_path / "logs").rglob("*.log")), "the task wrote no log file"

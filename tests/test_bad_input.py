@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import duckdb
@@ -49,36 +48,6 @@ def test_unreachable_source_names_the_host_but_not_the_password(tmp_path: Path) 
 def test_schema_name_the_warehouse_cannot_hold(airflow3_source: str, postgres_destination: str) -> None:
     with pytest.raises(ConfigError, match="longer than"):
         cdc_sync.sync(airflow3_source, postgres_destination, "x" * 64)
-
-
-@pytest.mark.parametrize("destination_fixture", ["duckdb_destination", "postgres_destination"])
-def test_two_cycles_on_one_schema_never_run_together(airflow3_source: str, destination_fixture: str,
-                                                     request: pytest.FixtureRequest) -> None:
-    destination = request.getfixturevalue(destination_fixture)
-    first_table_done, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def hold(_report) -> None:
-        first_table_done.set()
-        release.wait(30)
-
-    def first_cycle() -> None:
-        try:
-            cdc_sync.sync(airflow3_source, destination, on_table=hold)
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
-    worker = threading.Thread(target=first_cycle)
-    worker.start()
-    try:
-        assert first_table_done.wait(30)
-        with pytest.raises(CycleAlreadyRunningError, match="Another cycle"):
-            cdc_sync.sync(airflow3_source, destination)
-    finally:
-        release.set()
-        worker.join(60)
-    assert not errors
-    assert cdc_sync.sync(airflow3_source, destination).ok  # the lock was released
 
 
 def test_duckdb_file_held_by_another_process(airflow3_source: str, duckdb_destination: str) -> None:

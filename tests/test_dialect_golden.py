@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc_sync.destinations.dialect import ColumnSpec, Dialect
+from cdc_sync.destinations.dialect import ColumnSpec, Dialect, lease_name
 from cdc_sync.destinations.duckdb import DuckDBDialect
 from cdc_sync.destinations.postgres import PostgresDialect
 from cdc_sync.destinations.redshift import RedshiftDialect
@@ -101,6 +101,12 @@ REDSHIFT = RedshiftDialect()
      'COPY "_cdc_stage_rows_t" ("run_id") FROM \'s3://b/p/\' IAM_ROLE \'arn:aws:iam::1:role/r\' '
      "FORMAT AS PARQUET SERIALIZETOJSON"),
     (REDSHIFT.lock_table("airflow-qwe123").sql, 'LOCK "airflow-qwe123"."_cdc_locks"'),
+    (PostgresDialect().try_lock("airflow-qwe123").sql, "SELECT pg_try_advisory_lock(hashtext(%s))"),
+    (PostgresDialect().try_lock("airflow-qwe123", "dag").sql, "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))"),
+    (PostgresDialect().try_lock("airflow-qwe123", "dag").params, ("cdc_sync:airflow-qwe123", "dag")),
+    (PostgresDialect().unlock("airflow-qwe123", "dag").sql, "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))"),
+    (lease_name("airflow-qwe123"), "cdc_sync:airflow-qwe123"),
+    (lease_name("airflow-qwe123", "dag_run"), "cdc_sync:airflow-qwe123/dag_run"),
     (REDSHIFT.table("Airflow-QWE123", "Dag"), '"airflow-qwe123"."dag"'),
     (REDSHIFT.schema_exists("Airflow").params, ("airflow",)),
 ])

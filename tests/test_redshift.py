@@ -25,6 +25,7 @@ from cdc_sync.destinations.redshift import (
 )
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import parse_url, postgres_conninfo
+from tests.lease_checks import check_table_leases
 
 SCHEMA = "airflow-qwe123"
 TABLES = ["dag", "dag_run", "task_instance", "import_error", "log", "dag_tag"]
@@ -158,6 +159,18 @@ def test_cycle_lock_is_a_lease(redshift_url):
     finally:
         first.close()
         other.close()
+
+
+def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(redshift_url):
+    url, sent, _ = redshift_url
+    first = RedshiftDestination(parse_url(url, role="destination"))
+    second = RedshiftDestination(parse_url(url, role="destination"))
+    try:
+        check_table_leases(first, second, SCHEMA)
+    finally:
+        first.close()
+        second.close()
+    assert_redshift_rules(sent)
 
 
 def assert_redshift_rules(sent: list[str]) -> None:

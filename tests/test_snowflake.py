@@ -6,6 +6,7 @@ real Snowflake does none of these, so the statements this destination sends are 
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import psycopg
@@ -14,11 +15,13 @@ import sqlglot
 from sqlglot import exp
 
 import cdc_sync
-from cdc_sync.destinations.dialect import ColumnSpec
+from cdc_sync import table_turns
+from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, Statement
 from cdc_sync.destinations.snowflake import SnowflakeDestination, SnowflakeDialect
 from cdc_sync.destinations.snowflake_settings import connect_arguments, snowflake_settings_from_connection
 from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
+from tests.lease_checks import check_table_leases
 
 fakesnow = pytest.importorskip("fakesnow")
 
@@ -169,6 +172,18 @@ def test_cycle_lock_is_a_lease(snowflake_url):
         second.close()
 
 
+def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(snowflake_url):
+    url, sent = snowflake_url
+    first = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
+    second = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
+    try:
+        check_table_leases(first, second, SCHEMA)
+    finally:
+        first.close()
+        second.close()
+    assert_strict_snowflake(sent)
+
+
 def assert_strict_snowflake(sent: list[str]) -> None:
     """What real Snowflake enforces and fakesnow does not."""
     in_transaction = False
@@ -280,3 +295,59 @@ def test_a_table_without_a_key_is_replaced_whole(airflow3_source, snowflake_url)
     cursor.execute("SELECT name, value FROM no_key ORDER BY name")
     assert [(name, int(value)) for name, value in cursor.fetchall()] == [("b", 2), ("b", 2), ("c", 3)]
     assert_strict_snowflake(sent)
+
+
+def test_cycles_of_disjoint_tables_hold_their_leases_at_the_same_time(airflow3_source, snowflake_url, monkeypatch):
+    """Two cycles, one per table, in two threads: each waits inside its table's sync until the other is inside
+    its own too, and there both see two table leases. With one lock per schema they could not both get there."""
+    url, _ = snowflake_url
+    cdc_sync.sync(airflow3_source, url, SCHEMA, tables=["dag"])  # the schema, its state tables, the claim
+    inside, leaving = threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
+    leases_seen: dict[str, int] = {}
+    real_sync_table = table_turns.sync_table
+
+    def sync_table_together(cycle, source, plan, *args):
+        inside.wait()
+        dialect = cycle.dialect
+        rows = cycle.destination.query(Statement(
+            f"SELECT count(*) FROM {dialect.table(SCHEMA, LOCKS)} WHERE {dialect.quote('lock_name')} LIKE "
+            f"{dialect.placeholder}", (f"cdc_sync:{SCHEMA}/%",)))
+        leases_seen[plan.name] = rows[0][0]
+        leaving.wait()
+        return real_sync_table(cycle, source, plan, *args)
+
+    monkeypatch.setattr(table_turns, "sync_table", sync_table_together)
+    reports, errors = {}, []
+
+    def cycle_of(table: str) -> None:
+        try:
+            reports[table] = cdc_sync.sync(airflow3_source, url, SCHEMA, tables=[table])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    # The strict rules hold per connection: record which connection sent each statement.
+    by_connection: dict[int, list[str]] = {}
+    recording = SnowflakeDestination._run
+
+    def per_connection(self, statement):
+        by_connection.setdefault(id(self), []).append(statement.sql)
+        return recording(self, statement)
+
+    SnowflakeDestination._run = per_connection
+    try:
+        threads = [threading.Thread(target=cycle_of, args=(table,)) for table in ("dag_run", "task_instance")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        SnowflakeDestination._run = recording
+    assert not errors, errors
+    assert leases_seen == {"dag_run": 2, "task_instance": 2}
+    assert all(report.ok and report.tables[0].status == "ok" for report in reports.values())
+    cursor = warehouse(url)
+    assert count(cursor, 'SELECT count(*) FROM "_CDC_LOCKS"') == 0  # every lease released
+    assert count(cursor, "SELECT count(*) FROM _CDC_WATERMARKS") == 3
+    assert len(by_connection) >= 4  # two cycles, each with a data connection and a lock connection
+    for statements in by_connection.values():
+        assert_strict_snowflake(statements)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cdc_sync.airflow.compat import DecoratedOperator, determine_kwargs, task_decorator_factory
-from cdc_sync.airflow.operator import AirflowDbSyncOperator, planned_tables
+from cdc_sync.airflow.operator import AirflowDbSyncOperator, planned_tables, table_names, table_outlets
 from cdc_sync.errors import ConfigError
 
 
@@ -45,6 +45,11 @@ def airflow_db_sync_task(python_callable: Callable[..., Any] | None = None, mult
     """The task decorator registered as ``datacoves_airflow_db_sync`` and ``airflow_db_sync``; the keyword
     arguments are those of :class:`~cdc_sync.airflow.operator.AirflowDbSyncOperator` plus any ordinary task
     argument (``task_id``, ``retries``, ``pool``, …)."""
+    if "outlets" not in kwargs:
+        # Given here, not only by the operator: a task mapped with .expand() is known to Airflow by the arguments
+        # of the decorator alone, and its assets must be known before any mapped instance exists.
+        kwargs["outlets"] = table_outlets(kwargs.get("destination_schema"), table_names(kwargs.get("tables"), "tables"),
+                                          table_names(kwargs.get("additional_tables"), "additional_tables"))
     return task_decorator_factory(python_callable=python_callable, multiple_outputs=multiple_outputs,
                                   decorated_operator_class=_AirflowDbSyncDecoratedOperator, **kwargs)
 
@@ -55,16 +60,22 @@ def tables_to_fan_out(tables: Iterable[str] | None = None, additional_tables: It
 
         from cdc_sync.airflow.decorator import tables_to_fan_out
 
-        @task.datacoves_airflow_db_sync(db_type="snowflake", connection_id="main", lock_wait_seconds=3600)
+        @task.datacoves_airflow_db_sync(db_type="snowflake", connection_id="main", additional_tables=["xcom"],
+                                        lock_wait_seconds=3600)
         def sync_table(table: str):
             return {"tables": [table]}
 
         sync_table.expand(table=tables_to_fan_out(additional_tables=["xcom"]))
 
+    Give the decorator the same ``tables`` / ``additional_tables`` as ``tables_to_fan_out``: they declare the
+    task's asset outlets, one per table.
+
     Each mapped task is a cycle of one table: it commits that table and its watermark atomically, retries and
-    alerts on its own, and publishes only its table's asset. Cycles of one destination schema never overlap (the
-    destination lock), so mapped tasks of a schema take turns, waiting up to ``lock_wait_seconds``: the fan-out
-    isolates tables (memory, time, retries, workers), it does not write one schema from many workers at once.
+    alerts on its own, and publishes only its table's asset. Each cycle locks only its own tables (plus the schema
+    for a moment at its start), so mapped tasks of one schema run at the same time on PostgreSQL, Snowflake and
+    Redshift, as many as Airflow gives slots. A run that finds its table still being synced by an overlapping run
+    waits for that table up to ``lock_wait_seconds``. DuckDB has one writer per file: there mapped tasks take
+    turns (each waits, saying so in its log), so use one task with ``parallel_tables`` instead.
     Computed from the arguments alone, so parsing the DAG does no database work; ``tables=[]`` cannot be fanned
     out, since only the database knows every table.
     """

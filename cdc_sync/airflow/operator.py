@@ -6,7 +6,6 @@ source is introspected only when the task runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
 from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import CAPTURE_MODES, DELETE_MODES
-from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.errors import ConfigError
 from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
@@ -28,7 +27,7 @@ OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "tabl
                                  "hash_columns", "lookback_seconds", "parallel_tables"})
 
 
-def _names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
+def table_names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str) or not all(isinstance(item, str) for item in value):
@@ -43,6 +42,13 @@ def planned_tables(tables: Iterable[str] | None = None, additional_tables: Itera
     if tables is not None and not chosen:
         return None
     return list(dict.fromkeys((*chosen, *(additional_tables or ()))))
+
+
+def table_outlets(destination_schema: str | None, tables: Iterable[str] | None = None,
+                  additional_tables: Iterable[str] | None = None) -> list[Any]:
+    """Every table a task may sync is an asset; a run publishes only the tables it synced."""
+    schema = destination_schema or default_destination_schema()
+    return [OutletAsset(table_asset_uri(schema, table)) for table in planned_tables(tables, additional_tables) or ()]
 
 
 class AirflowDbSyncOperator(BaseOperator):
@@ -62,8 +68,10 @@ class AirflowDbSyncOperator(BaseOperator):
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
         PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
-    :param lock_wait_seconds: how long to wait while another cycle holds the schema (overlapping runs, mapped
-        tasks) before failing.
+    :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
+        the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
+        ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which
+        takes one writing process per file, how long to wait for another task's cycle to end.
     :param verify: after the cycle, prove the mirror exact (:func:`cdc_sync.verify`): ``True`` fails the task when
         it is not, ``"fix"`` repairs what differs and logs it. Meant for a weekly DAG: it reads every row.
     """
@@ -106,8 +114,8 @@ class AirflowDbSyncOperator(BaseOperator):
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
         self.db_type = db_type
         self.connection_id = connection_id
-        self.tables = _names(tables, "tables")
-        self.additional_tables = _names(additional_tables, "additional_tables") or ()
+        self.tables = table_names(tables, "tables")
+        self.additional_tables = table_names(additional_tables, "additional_tables") or ()
         self.destination_schema = destination_schema or default_destination_schema()
         self.source_connection_id = source_connection_id
         self.source_url = source_url
@@ -122,9 +130,7 @@ class AirflowDbSyncOperator(BaseOperator):
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:
-            # Every table this task may sync is an asset; a run publishes only the tables it synced.
-            kwargs["outlets"] = [OutletAsset(table_asset_uri(self.destination_schema, table))
-                                 for table in planned_tables(self.tables, self.additional_tables) or ()]
+            kwargs["outlets"] = table_outlets(self.destination_schema, self.tables, self.additional_tables)
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -180,8 +186,8 @@ class AirflowDbSyncOperator(BaseOperator):
         engine_for_db_type(self.db_type)  # templated or mapped values are checked again at run time
         request = {"tables": self.tables, "additional_tables": self.additional_tables, **self.sync_options,
                    **dict(overrides or {})}
-        request["tables"] = _names(request["tables"], "tables")
-        request["additional_tables"] = _names(request["additional_tables"], "additional_tables")
+        request["tables"] = table_names(request["tables"], "tables")
+        request["additional_tables"] = table_names(request["additional_tables"], "additional_tables")
         return request
 
     def _sync(self, request: dict[str, Any]) -> CycleReport:
@@ -191,16 +197,9 @@ class AirflowDbSyncOperator(BaseOperator):
         key = resolve.hash_key(self.connection_id)  # None: CDC_SYNC_HASH_KEY, else plain SHA-256
         self.log.info("Syncing %s into %s schema %r (%s)", redact(source_url), self.db_type,
                       self.destination_schema, redact(destination_url))
-        deadline = time.monotonic() + self.lock_wait_seconds
-        while True:
-            try:
-                return sync(source_url, destination_url, self.destination_schema, destination_options=options,
-                            hash_key=key, progress=ProgressLines(self._log_line), **request)
-            except CycleAlreadyRunningError:
-                if time.monotonic() >= deadline:
-                    raise
-                self.log.info("Another cycle holds schema %r; waiting for it", self.destination_schema)
-                time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        return sync(source_url, destination_url, self.destination_schema, destination_options=options,
+                    hash_key=key, lock_wait_seconds=self.lock_wait_seconds, progress=ProgressLines(self._log_line),
+                    **request)
 
     def _log_line(self, line: str) -> None:
         """A progress line into the task log, as it is (its % signs are no format)."""

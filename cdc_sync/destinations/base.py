@@ -80,11 +80,21 @@ class Destination(ABC):
             yield rows_to_batch(rows[start:start + batch_rows], schema)
 
     @abstractmethod
-    def try_lock(self, schema: str) -> bool:
-        """Take the exclusive cycle lock on ``schema``; False when another cycle holds it."""
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        """Take an exclusive lock without waiting; False when another cycle holds it.
+
+        ``table=None`` is the schema lock, held only around work on the whole schema (creating it, migrating the
+        state tables, claiming the source). A table's lock is held while a cycle syncs (or repairs) that table,
+        so cycles of disjoint tables run at the same time and two cycles never write one table together. The two
+        kinds are independent: holding a table's lock does not keep the schema lock from being taken."""
 
     @abstractmethod
-    def unlock(self, schema: str) -> None: ...
+    def unlock(self, schema: str, table: str | None = None) -> None: ...
+
+    def use_schema(self, schema: str) -> None:
+        """Called once ``schema`` exists, before this connection does any table work in it (a hook: Snowflake
+        stages files per table of the current schema; most warehouses need nothing)."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...

@@ -24,6 +24,11 @@ def statement_operation(statement: Statement) -> str:
     return f"running {verb.upper() or 'a statement'}"
 
 
+def lock_subject(schema: str, table: str | None) -> str:
+    """``schema s`` or ``table s.t``: what a lock covers, for messages."""
+    return f"schema {schema}" if table is None else f"table {schema}.{table}"
+
+
 class TranslatedDestination(Destination):
     """A warehouse whose every call is inside its boundary."""
 
@@ -75,13 +80,17 @@ class TranslatedDestination(Destination):
         return self._boundary.iterate(statement_operation(statement),
                                       self.inner.stream(statement, schema, batch_rows))
 
-    def try_lock(self, schema: str) -> bool:
-        with self._boundary.translating(f"taking the cycle lock of schema {schema}"):
-            return self.inner.try_lock(schema)
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        with self._boundary.translating(f"taking the lock of {lock_subject(schema, table)}"):
+            return self.inner.try_lock(schema, table)
 
-    def unlock(self, schema: str) -> None:
-        with self._boundary.translating(f"releasing the cycle lock of schema {schema}"):
-            self.inner.unlock(schema)
+    def unlock(self, schema: str, table: str | None = None) -> None:
+        with self._boundary.translating(f"releasing the lock of {lock_subject(schema, table)}"):
+            self.inner.unlock(schema, table)
+
+    def use_schema(self, schema: str) -> None:
+        with self._boundary.translating(f"entering schema {schema}"):
+            self.inner.use_schema(schema)
 
     def close(self) -> None:
         with self._boundary.translating("closing the connection"):

@@ -335,6 +335,11 @@ class Dialect:
         )
 
 
+def lease_name(schema: str, table: str | None = None) -> str:
+    """The ``lock_name`` of a lease row: the schema lock's, or one table's (see ``Destination.try_lock``)."""
+    return f"cdc_sync:{schema}" if table is None else f"cdc_sync:{schema}/{table}"
+
+
 class LeaseLockDialect(Dialect):
     """The lease-row cycle lock of warehouses without advisory locks (Snowflake, Redshift).
 

@@ -113,7 +113,7 @@ def prepare_file(path: Path, must_exist: bool) -> None:
 
 
 _locks_guard = threading.Lock()
-_held_locks: set[tuple[str, str]] = set()
+_held_locks: set[tuple[str, str, str | None]] = set()
 
 
 class DuckDBDestination(Destination):
@@ -242,18 +242,20 @@ class DuckDBDestination(Destination):
             yield pa.RecordBatch.from_arrays([column.cast(field.type) for column, field in zip(
                 batch.columns, schema, strict=True)], schema=schema)
 
-    def try_lock(self, schema: str) -> bool:
-        # Other processes are kept out by DuckDB's own file lock; this guards threads of this process.
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        """DuckDB takes one writing process per file: other processes are kept out by its own file lock (opening
+        the file fails, see :func:`cdc_sync.cycle_locks.open_destination_waiting`). These locks guard threads
+        of this process, per schema and per table like the other warehouses'."""
         with _locks_guard:
-            key = (self.path, schema)
+            key = (self.path, schema, table)
             if key in _held_locks:
                 return False
             _held_locks.add(key)
             return True
 
-    def unlock(self, schema: str) -> None:
+    def unlock(self, schema: str, table: str | None = None) -> None:
         with _locks_guard:
-            _held_locks.discard((self.path, schema))
+            _held_locks.discard((self.path, schema, table))
 
     def close(self) -> None:
         self._connection.close()

@@ -29,11 +29,17 @@ class PostgresDialect(Dialect):
     def copy_into_table(self, schema: str, table: str, columns: Sequence[str]) -> Statement:
         return Statement(f"COPY {self.table(schema, table)} ({self.column_list(columns)}) FROM STDIN (FORMAT CSV)")
 
-    def try_lock(self, schema: str) -> Statement:
-        return Statement("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{schema}",))
+    def try_lock(self, schema: str, table: str | None = None) -> Statement:
+        """A session advisory lock. The schema lock is keyed by one number, a table's by two (the schema's and
+        the table's): PostgreSQL keeps the two forms apart, so no table lock can collide with a schema lock."""
+        if table is None:
+            return Statement("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{schema}",))
+        return Statement("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", (f"cdc_sync:{schema}", table))
 
-    def unlock(self, schema: str) -> Statement:
-        return Statement("SELECT pg_advisory_unlock(hashtext(%s))", (f"cdc_sync:{schema}",))
+    def unlock(self, schema: str, table: str | None = None) -> Statement:
+        if table is None:
+            return Statement("SELECT pg_advisory_unlock(hashtext(%s))", (f"cdc_sync:{schema}",))
+        return Statement("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", (f"cdc_sync:{schema}", table))
 
 
 def hex_bytes(array: pa.Array) -> pa.Array:
@@ -121,15 +127,15 @@ class PostgresDestination(Destination):
         except psycopg.Error as error:
             raise self._translate(error) from error
 
-    def try_lock(self, schema: str) -> bool:
-        acquired = bool(self.scalar(self.dialect.try_lock(schema)))
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        acquired = bool(self.scalar(self.dialect.try_lock(schema, table)))
         self._connection.commit()
         return acquired
 
-    def unlock(self, schema: str) -> None:
+    def unlock(self, schema: str, table: str | None = None) -> None:
         if not self._connection.closed:
             self._connection.rollback()
-            self.scalar(self.dialect.unlock(schema))
+            self.scalar(self.dialect.unlock(schema, table))
             self._connection.commit()
 
     def close(self) -> None:

@@ -15,10 +15,10 @@ Choices, and why:
 * **Bulk path**: ``COPY`` of Parquet files from S3 when ``s3_bucket`` and ``iam_role`` options are set; otherwise
   multi-row ``INSERT … VALUES`` with bound parameters into a temporary staging table, each statement kept under
   Redshift's 16 MB statement limit and the protocol's 32,767 parameters.
-* **Cycle lock**: Redshift has no advisory locks. A lease row in ``_cdc_locks`` is taken under ``LOCK`` (an
-  exclusive table lock held to commit, so two cycles cannot both see the lease free) in a transaction of its own;
-  the lease expires after ``lock_lease_seconds`` so a crashed cycle does not block the schema forever, and every
-  table commit renews it.
+* **Cycle locks**: Redshift has no advisory locks. A lease row in ``_cdc_locks`` per lock (the schema's, and one
+  per table being synced) is taken under ``LOCK`` (an exclusive table lock held to commit, so two cycles cannot
+  both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds`` so a crashed
+  cycle does not block a table forever, and taking a lease or committing on the connection renews the others.
 """
 
 from __future__ import annotations
@@ -38,7 +38,15 @@ import pyarrow.parquet as pq
 
 from cdc_sync.arrow_kernels import call, maximum
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import DELETED_AT, LOCKS, SYNCED_AT, ColumnSpec, LeaseLockDialect, Statement
+from cdc_sync.destinations.dialect import (
+    DELETED_AT,
+    LOCKS,
+    SYNCED_AT,
+    ColumnSpec,
+    LeaseLockDialect,
+    Statement,
+    lease_name,
+)
 from cdc_sync.errors import ConfigError, DestinationError
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import URL, redact
@@ -277,7 +285,7 @@ class RedshiftDestination(Destination):
         super().__init__(url, options)
         self.lease_seconds = float(self.options.get("lock_lease_seconds", DEFAULT_LEASE_SECONDS))
         self._connection = self._connect(connect_arguments(url, self.options))
-        self._lease: tuple[str, str] | None = None
+        self._leases: dict[str, tuple[str, str]] = {}  # lock name: (schema, holder)
         self.execute(self.dialect.session_setup())
         self._connection.commit()
 
@@ -310,10 +318,13 @@ class RedshiftDestination(Destination):
         self._connection.commit()  # the driver opens a transaction at the first statement; start clean
 
     def commit(self) -> None:
-        if self._lease:
-            schema, holder = self._lease
-            self.execute(self.dialect.renew_lease(schema, self._lock_name(schema), holder, self._expiry()))
+        self._renew_leases()
         self._connection.commit()
+
+    def _renew_leases(self) -> None:
+        """Push back the expiry of every lease this connection holds (in the open transaction)."""
+        for lock, (schema, holder) in self._leases.items():
+            self.execute(self.dialect.renew_lease(schema, lock, holder, self._expiry()))
 
     def rollback(self) -> None:
         self._connection.rollback()
@@ -354,19 +365,18 @@ class RedshiftDestination(Destination):
         return rows
 
     # ---- lock ---------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _lock_name(schema: str) -> str:
-        return f"cdc_sync:{schema.lower()}"
-
     def _expiry(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
 
-    def try_lock(self, schema: str) -> bool:
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        """A lease row per lock (the schema's or one table's), taken under ``LOCK`` in a transaction of its own;
+        taking one renews the others this connection holds."""
         self._connection.commit()
-        self.ensure_schema(schema)
+        if table is None:
+            self.ensure_schema(schema)
         self.execute(self.dialect.create_lock_table(schema))
         self._connection.commit()
-        holder, lock = uuid.uuid4().hex, self._lock_name(schema)
+        holder, lock = uuid.uuid4().hex, lease_name(schema.lower(), table and table.lower())
         try:
             self.execute(self.dialect.lock_table(schema))
             self.execute(self.dialect.expire_leases(schema, lock, datetime.now(UTC)))
@@ -375,19 +385,20 @@ class RedshiftDestination(Destination):
                 return False
             self.execute(self.dialect.insert_row(schema, LOCKS, {"lock_name": lock, "holder": holder,
                                                                  "expires_at": self._expiry()}))
+            self._renew_leases()
             self._connection.commit()
         except BaseException:
             self._connection.rollback()
             raise
-        self._lease = (schema, holder)
+        self._leases[lock] = (schema, holder)
         return True
 
-    def unlock(self, schema: str) -> None:
-        if self._lease and self._lease[0] == schema:
+    def unlock(self, schema: str, table: str | None = None) -> None:
+        lock = lease_name(schema.lower(), table and table.lower())
+        if lock in self._leases:
             self._connection.rollback()
-            self.execute(self.dialect.release_lease(schema, self._lock_name(schema), self._lease[1]))
+            self.execute(self.dialect.release_lease(schema, lock, self._leases.pop(lock)[1]))
             self._connection.commit()
-            self._lease = None
 
     def close(self) -> None:
         self._connection.close()

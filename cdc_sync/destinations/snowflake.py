@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdc_sync.destinations.base import Destination
-from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement
+from cdc_sync.destinations.dialect import LOCKS, ColumnSpec, LeaseLockDialect, Statement, lease_name
 from cdc_sync.destinations.snowflake_settings import connect_arguments
 from cdc_sync.destinations.snowflake_settings import (  # looked up by engine name (cdc_sync.airflow.connections)
     snowflake_settings_from_connection as snowflake_settings_from_connection,
@@ -172,7 +172,7 @@ class SnowflakeDestination(Destination):
         self._in_transaction = False
         self._deferred: list[Statement] = []
         self._staging: dict[str, tuple[ColumnSpec, ...]] = {}
-        self._lease: tuple[str, str] | None = None  # (schema, holder)
+        self._leases: dict[str, tuple[str, str]] = {}  # lock name: (schema, holder)
         self._schema: str | None = None
 
     # ---- statements -----------------------------------------------------------------------------------------
@@ -238,9 +238,8 @@ class SnowflakeDestination(Destination):
     def _finish(self, verb: Literal["COMMIT", "ROLLBACK"]) -> None:
         try:
             if self._in_transaction:
-                if verb == "COMMIT" and self._lease:
-                    schema, holder = self._lease
-                    self._run(self.dialect.renew_lease(schema, self._lock_name(schema), holder, self._expiry()))
+                if verb == "COMMIT":
+                    self._renew_leases()
                 self._run(self.dialect.transaction(verb))
         finally:
             self._want_transaction = self._in_transaction = False
@@ -291,40 +290,49 @@ class SnowflakeDestination(Destination):
         return rows
 
     # ---- lock ---------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _lock_name(schema: str) -> str:
-        return f"cdc_sync:{schema}"
-
     def _expiry(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
 
-    def try_lock(self, schema: str) -> bool:
-        """A lease row, not a session lock: Snowflake has no advisory locks, and a lease that expires lets the
-        next cycle proceed after a crashed one. The lease is taken in its own transaction and renewed with every
-        table commit, so a long cycle keeps it while a dead one loses it after ``lock_lease_seconds``."""
-        self.ensure_schema(schema)
+    def _renew_leases(self) -> None:
+        """Push back the expiry of every lease this connection holds (in the open transaction)."""
+        for lock, (schema, holder) in self._leases.items():
+            self._run(self.dialect.renew_lease(schema, lock, holder, self._expiry()))
+
+    def use_schema(self, schema: str) -> None:
         self._run(self.dialect.use_schema(schema))
         self._schema = schema
+
+    def try_lock(self, schema: str, table: str | None = None) -> bool:
+        """A lease row, not a session lock: Snowflake has no advisory locks, and a lease that expires lets the
+        next cycle proceed after a crashed one. A lease is taken in a transaction of its own (after the lock
+        table's DDL, never inside a data transaction); taking one, and every data commit on this connection,
+        renews the others it holds, so a long cycle keeps them while a dead one loses them after
+        ``lock_lease_seconds``."""
+        if table is None:
+            self.ensure_schema(schema)
+        if self._schema != schema:
+            self.use_schema(schema)
         self._run(self.dialect.create_lock_table(schema))
-        holder = uuid.uuid4().hex
-        now = datetime.now(UTC)
+        lock, holder = lease_name(schema, table), uuid.uuid4().hex
         self._run(self.dialect.transaction("BEGIN"))
         try:
-            self._run(self.dialect.acquire_lease(schema, self._lock_name(schema), holder, now, self._expiry()))
-            rows = self.query(self.dialect.lease_holder(schema, self._lock_name(schema)))
+            self._run(self.dialect.acquire_lease(schema, lock, holder, datetime.now(UTC), self._expiry()))
+            rows = self.query(self.dialect.lease_holder(schema, lock))
+            acquired = bool(rows) and rows[0][0] == holder
+            if acquired:
+                self._renew_leases()
             self._run(self.dialect.transaction("COMMIT"))
         except BaseException:
             self._run(self.dialect.transaction("ROLLBACK"))
             raise
-        acquired = bool(rows) and rows[0][0] == holder
         if acquired:
-            self._lease = (schema, holder)
+            self._leases[lock] = (schema, holder)
         return acquired
 
-    def unlock(self, schema: str) -> None:
-        if self._lease and self._lease[0] == schema:
-            self._run(self.dialect.release_lease(schema, self._lock_name(schema), self._lease[1]))
-            self._lease = None
+    def unlock(self, schema: str, table: str | None = None) -> None:
+        lock = lease_name(schema, table)
+        if lock in self._leases:
+            self._run(self.dialect.release_lease(schema, lock, self._leases.pop(lock)[1]))
 
     def close(self) -> None:
         self._connection.close()
