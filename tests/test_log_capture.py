@@ -190,8 +190,10 @@ def test_a_transaction_open_across_a_cycle_and_a_rolled_back_savepoint(logical_s
     assert states[0] == ("scheduled__6", "queued") and states[1][1] != "rolled back"
 
 
-def test_no_cycle_reads_the_slot_while_another_holds_the_schema(logical_source: str, postgres_destination: str) -> None:
-    """The schema's cycle lock is taken before the slot is touched: a second cycle gives up without reading it."""
+def test_no_cycle_reads_the_slot_while_another_cycle_holds_it(logical_source: str, postgres_destination: str) -> None:
+    """Tables have locks of their own, so the slot (one per schema) has one too, held by a log cycle from before
+    its first read of the slot until the slot has advanced: a second log cycle gives up without reading it."""
+    from cdc_sync.cycle_locks import LOG_SLOT_LOCK
     from cdc_sync.destinations import open_destination
     from cdc_sync.errors import CycleAlreadyRunningError
     from cdc_sync.urls import parse_url
@@ -200,10 +202,10 @@ def test_no_cycle_reads_the_slot_while_another_holds_the_schema(logical_source: 
     scheduler_burst(logical_source)
     slot = slot_position(logical_source)
     with open_destination(parse_url(postgres_destination, role="destination"), {}) as holder:
-        assert holder.try_lock(SCHEMA)
-        with pytest.raises(CycleAlreadyRunningError):
+        assert holder.try_lock(SCHEMA, LOG_SLOT_LOCK)  # as a log cycle in progress holds it
+        with pytest.raises(CycleAlreadyRunningError, match="replication slot"):
             cdc_sync.sync(logical_source, postgres_destination, SCHEMA, tables=TABLES, capture="log")
-        holder.unlock(SCHEMA)
+        holder.unlock(SCHEMA, LOG_SLOT_LOCK)
     assert slot_position(logical_source) == slot
     sync(logical_source, postgres_destination)
     sync(logical_source, postgres_destination)
