@@ -231,31 +231,21 @@ def test_without_process_privilege_the_horizon_admits_it_cannot_see(mysql_airflo
 
 
 @pytest.mark.slow
-def test_read_speed_of_100k_task_instances(mysql_airflow3_source: str) -> None:
-    """Streams 100k task_instance rows in several bounded batches; prints the rate (see the report)."""
-    fill_airflow3_mysql(mysql_airflow3_source, runs=24_950, tasks_per_run=4, first_run=1001)
+def test_a_large_table_streams_in_bounded_batches(mysql_airflow3_source: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows arrive in batches of the unbuffered cursor's size, never as one whole table (the read's speed is
+    measured by the benchmark, not here)."""
+    import cdc_sync.sources.mysql as mysql_source
+
+    monkeypatch.setattr(mysql_source, "BATCH_ROWS", 5_000)
+    fill_airflow3_mysql(mysql_airflow3_source, runs=4_950, tasks_per_run=4, first_run=1001)
     with MySQLSource(make_url(mysql_airflow3_source)) as source:
         table = source.describe("task_instance")
         with source.snapshot() as snapshot:
-            started = time.perf_counter()
             batches = list(snapshot.read_rows(table))
-            seconds = time.perf_counter() - started
-            assert snapshot.count_rows(table) == 100_000
-    assert sum(batch.num_rows for batch in batches) == 100_000
-    assert len(batches) > 1 and max(batch.nbytes for batch in batches) < 64 << 20
-    with mysql_connect(database_of(mysql_airflow3_source)) as connection:
-        import pymysql
-
-        cursor = connection.cursor(pymysql.cursors.SSCursor)
-        started = time.perf_counter()
-        cursor.execute("SELECT * FROM task_instance")
-        tuples = 0
-        while rows := cursor.fetchmany(50_000):
-            tuples += len(rows)
-        plain_seconds = time.perf_counter() - started
-    assert tuples == 100_000
-    print(f"\nMySQL source: 100k task_instance rows to Arrow in {seconds:.2f}s ({100_000 / seconds:,.0f} rows/s); "
-          f"plain pymysql tuples (no Arrow) {plain_seconds:.2f}s")
+            assert snapshot.count_rows(table) == 20_000
+    assert sum(batch.num_rows for batch in batches) == 20_000
+    assert len(batches) >= 4 and max(batch.num_rows for batch in batches) <= 5_000
 
 
 def test_reset_check_looks_the_row_at_the_watermark_up_by_key(mysql_airflow3_source: str, duckdb_destination: str,
