@@ -10,23 +10,31 @@ Rules that keep the mirror exact:
   (Airflow 3's task_instance has a UUID ``id`` and the natural merge key dag_id, task_id, run_id, map_index). Deletes
   are therefore resolved through the mirror's own copy of the replica identity columns, and applied before the
   upserts: a row deleted and written again within the batch ends up written.
-- An UPDATE that changes the replica identity (a new task instance UUID) deletes the old identity, then upserts.
+- An UPDATE that changes the replica identity (a new task instance UUID) deletes the old identity, then upserts
+  (the spool, :mod:`cdc_sync.log_spool`, records it as those two changes).
 - A TRUNCATE forgets every change before it, and empties the mirror first.
+- A table's changes are collapsed :data:`SEGMENT_CHANGES` at a time (:func:`collapse_in_segments`): each segment is
+  applied before the next, so the rules above hold across segments as within one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from cdc_sync.errors import SourceError
 from cdc_sync.plan import TablePlan
 from cdc_sync.sources.csv_stream import csv_batches
-from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, Truncate, Update, Value
+from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Value
 
 RowValues = dict[str, Value]
+# Changes collapsed and applied at a time: bounds a cycle's memory when one table changed more.
+SEGMENT_CHANGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,8 @@ class LoggedChange:
     end_lsn: int  # the end of its transaction's commit record
     kind: str
     values: RowValues = field(default_factory=dict)
+    lsn: int = 0  # its own message's position in the log (orders the versions within a transaction)
+    commit_time: datetime | None = None  # its transaction's commit
 
 
 @dataclass(frozen=True)
@@ -60,27 +70,6 @@ class TableLogChanges:
     @property
     def rows(self) -> int:
         return sum(batch.num_rows for group in self.upserts for batch in group.batches)
-
-
-def logged_changes(message: Insert | Update | Delete | Truncate, relation: Relation,
-                   end_lsn: int) -> Iterator[LoggedChange]:
-    """A decoded row message as the changes it makes to its table (a TRUNCATE: one per table, see
-    :func:`truncated_tables`)."""
-    names = relation.column_names
-    identity = tuple(column.name for column in relation.columns if column.is_key)
-    if isinstance(message, Insert):
-        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)))
-    elif isinstance(message, Update):
-        new = dict(zip(names, message.new, strict=True))
-        if message.old is not None:
-            old = dict(zip(names, message.old, strict=True))
-            old_key = {name: old[name] for name in identity}
-            if any(old_key[name] != new[name] for name in identity if new[name] is not UNCHANGED_TOAST):
-                yield LoggedChange(end_lsn, "delete", old_key)
-        yield LoggedChange(end_lsn, "upsert", new)
-    elif isinstance(message, Delete):
-        old = dict(zip(names, message.old, strict=True))
-        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity})
 
 
 def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedChange]) -> TableLogChanges:
@@ -120,6 +109,18 @@ def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedC
                            _upsert_groups(plan, upserts.values()), read)
 
 
+def collapse_in_segments(plan: TablePlan, identity: Sequence[str],
+                         changes: Iterable[LoggedChange]) -> Iterator[TableLogChanges]:
+    """The changes collapsed :data:`SEGMENT_CHANGES` at a time: applied in order, the segments leave the mirror as
+    one collapse of them all would, and memory holds one segment however many changes there are."""
+    changes = iter(changes)
+    while True:
+        segment = collapse(plan, identity, islice(changes, SEGMENT_CHANGES))
+        if not segment.changes_read:
+            return
+        yield segment
+
+
 def _upsert_groups(plan: TablePlan, rows: Iterable[RowValues]) -> list[UpsertGroup]:
     grouped: dict[tuple[str, ...], list[RowValues]] = {}
     for row in rows:
@@ -130,17 +131,19 @@ def _upsert_groups(plan: TablePlan, rows: Iterable[RowValues]) -> list[UpsertGro
 
 def _batches(plan: TablePlan, columns: tuple[str, ...], rows: list[RowValues]) -> list[pa.RecordBatch]:
     """Rows of text values as Arrow batches of the plan's types, parsed as the query mode parses COPY's CSV (both
-    are the types' text output)."""
+    are the types' text output). The text columns are built in Arrow and written as CSV by Arrow (NULL an unquoted
+    empty field, every value quoted), so no Python string is made per value."""
     if not rows:
         return []
-    lines = (",".join(_csv_field(row.get(name)) for name in columns).encode() + b"\n" for row in rows)
-    return list(csv_batches(lines, tuple(plan.table.column(name) for name in columns)))
+    try:
+        table = pa.table([pa.array([row.get(name) for row in rows], pa.string()) for name in columns],
+                         names=[f"c{index}" for index in range(len(columns))])
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        raise SourceError("The log sent a value in binary form: the slot must decode with pgoutput's text format.") \
+            from None
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, _CSV_WRITE)
+    return list(csv_batches([sink.getvalue()], tuple(plan.table.column(name) for name in columns)))
 
 
-def _csv_field(value: Value) -> str:
-    """NULL as an unquoted empty field, every value quoted (so an empty string stays one)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise SourceError("The log sent a value in binary form: the slot must decode with pgoutput's text format.")
-    return '"' + value.replace('"', '""') + '"'
+_CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="needed")

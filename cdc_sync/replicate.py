@@ -116,10 +116,9 @@ class TableCycle:
         read_everything = changes.read_everything
         live_rows: int | None = None
         if changes.log is not None:
-            report.rows_written, report.rows_deleted = apply_log_changes(
+            report.rows_written, report.rows_deleted, tally.rows = apply_log_changes(
                 destination, schema, plan, changes.log, started,
                 lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest))
-            tally.rows = changes.log.changes_read
         elif not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
             faults.point("merge")
