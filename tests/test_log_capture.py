@@ -4,6 +4,7 @@ they are cheap. Every slot a test made is dropped afterwards, even when it faile
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 import cdc_sync
 from cdc_sync import log_changes, log_spool
+from cdc_sync.cli import main
 from cdc_sync.sources.pgoutput import parse_lsn
 from cdc_sync.sources.publication import LogNames
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
@@ -259,10 +262,15 @@ def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_
     scheduler_burst(logical_source)
     with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
         connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
-    report = sync(logical_source, duckdb_destination, max_retained_wal=1 << 20)
+    # Through the command line, which takes the bound as PostgreSQL writes sizes.
+    result = CliRunner().invoke(main, ["run", "--source", logical_source, "--destination", duckdb_destination,
+                                       "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", "log",
+                                       "--max-retained-wal", "1MB", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
     assert slot_position(logical_source) is None
-    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report.warnings)
-    assert {t.table: t.rows_read for t in report.tables}["task_instance"] > 200  # every row re-read
+    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report["warnings"])
+    assert report["tables"]["task_instance"]["rows_read"] > 200  # every row re-read
     assert set(stored_positions(duckdb_destination).values()) == {None}
     assert_exact(logical_source, duckdb_destination)
     sync(logical_source, duckdb_destination)  # log capture again: a new slot and a first copy
