@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from cdc_sync import faults
 from cdc_sync.capture import Capture, TableChanges
 from cdc_sync.config import SyncConfig
-from cdc_sync.log_changes import LoggedChange, TableLogChanges, collapse_in_segments
-from cdc_sync.log_spool import ChangeSpool
+from cdc_sync.log_changes import TableLogChanges, collapse_in_segments
+from cdc_sync.log_spool import ChangeSpool, LoggedChange
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import SourceSnapshot, open_log
@@ -103,7 +103,7 @@ class LogSession:
     def table_changes(self, plan: TablePlan, after: int) -> Iterator[TableLogChanges]:
         """The table's changes committed after ``after``, collapsed in segments applied one after another."""
         identity = self._spool.identity(plan.name) or plan.table.primary_key
-        return collapse_in_segments(plan, identity, self.table_versions(plan, after))
+        return collapse_in_segments(plan, identity, self._spool.batches(plan.name, after))
 
     def advance(self, watermarks: Mapping[str, Watermark]) -> None:
         """Move the slot to the lowest position the published tables have committed, so the source may recycle the

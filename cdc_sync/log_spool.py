@@ -3,9 +3,10 @@ changes: a transaction larger than a cycle (an ``airflow db clean``, a mass clea
 batches of :data:`SPOOL_BATCH_ROWS` rows and read back one batch at a time.
 
 Every version the log sent is kept, in the order the slot gave them (commit order, then change order within a
-transaction), with the LSN of its message and its transaction's commit: :meth:`ChangeSpool.versions` yields them
-as :class:`cdc_sync.log_changes.LoggedChange`. A cycle collapses that stream (the last version per key); a history
-of every version reads the same stream.
+transaction), with the LSN of its message and its transaction's commit. :meth:`ChangeSpool.batches` gives them as
+Arrow batches, which a cycle collapses to the last version per key without a Python object per value
+(:mod:`cdc_sync.log_changes`); :meth:`ChangeSpool.versions` gives them one by one as :class:`LoggedChange`, with
+their commit's LSN and time, for a history of every version.
 
 Rows are spooled as soon as they are decoded, before their transaction's commit is read: each row carries the
 number of its transaction, and the commit's end LSN and time are looked up by that number when the row is read
@@ -17,7 +18,9 @@ from __future__ import annotations
 import tempfile
 from array import array
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc_sync.errors import SourceError
-from cdc_sync.log_changes import LoggedChange
 from cdc_sync.sources.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -35,14 +37,28 @@ from cdc_sync.sources.pgoutput import (
     Relation,
     Truncate,
     Update,
+    Value,
 )
 
 # Rows a table's spool holds in memory before they are written out as one Arrow batch.
 SPOOL_BATCH_ROWS = 10_000
 KINDS = ("upsert", "delete", "truncate")
 UPSERT, DELETE, TRUNCATE = range(3)
-# The spool's own columns, after the table's (names no Airflow column takes).
-META_COLUMNS = ("__cdc_kind", "__cdc_transaction", "__cdc_lsn", "__cdc_unsent")
+# The spool's own columns, after the table's text columns (names no Airflow column takes): the kind of change, its
+# transaction's number, its message's LSN, and the indexes of the columns the log did not send ("3,7"; NULL: none).
+KIND, TRANSACTION, LSN, UNSENT = META_COLUMNS = ("__cdc_kind", "__cdc_transaction", "__cdc_lsn", "__cdc_unsent")
+
+
+@dataclass(frozen=True)
+class LoggedChange:
+    """One version of a row as the log holds it: ``kind`` is upsert, delete or truncate; ``values`` maps column
+    names to their text forms (an unsent one: UNCHANGED_TOAST; for a delete, the replica identity columns only)."""
+
+    end_lsn: int  # the end of its transaction's commit record
+    kind: str
+    values: dict[str, Value] = field(default_factory=dict)
+    lsn: int = 0  # its own message's position in the log (orders the versions within a transaction)
+    commit_time: datetime | None = None  # its transaction's commit
 
 
 class _Commits:
@@ -83,9 +99,9 @@ class TableSpool:
         self._buffer: list[tuple[Any, ...]] = []
         self._meta: list[tuple[int, int, int, str | None]] = []
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self._schema = pa.schema([*(pa.field(column, pa.string()) for column in columns),
-                                  pa.field(META_COLUMNS[0], pa.int8()), pa.field(META_COLUMNS[1], pa.int64()),
-                                  pa.field(META_COLUMNS[2], pa.uint64()), pa.field(META_COLUMNS[3], pa.string())])
+        self._schema = pa.schema([*(pa.field(column, pa.string()) for column in columns), pa.field(KIND, pa.int8()),
+                                  pa.field(TRANSACTION, pa.int64()), pa.field(LSN, pa.uint64()),
+                                  pa.field(UNSENT, pa.string())])
 
     def relation(self, relation: Relation) -> None:
         """Rows that follow are encoded in ``relation``'s columns (a table's shape can change mid-stream)."""
@@ -208,25 +224,39 @@ class ChangeSpool:
         spool = self.tables.get(table)
         return () if spool is None else spool.identity
 
+    def batches(self, table: str, after: int) -> Iterator[pa.RecordBatch]:
+        """The spooled rows of ``table`` committed after the LSN ``after``, in the log's order: the table's text
+        columns, then :data:`META_COLUMNS`; one spool batch at a time."""
+        for batch, _ends, _transactions in self._committed_after(table, after):
+            yield batch
+
     def versions(self, table: str, after: int, columns: Collection[str] | None = None) -> Iterator[LoggedChange]:
-        """Every version of ``table`` committed after the LSN ``after``, in the log's order. An upsert's values hold
-        ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica identity's."""
+        """Every version of ``table`` committed after the LSN ``after``, in the log's order, with its commit. An
+        upsert's values hold ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica
+        identity's."""
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
-        ends, times = self._commit_arrays
+        times = self._commit_arrays[1]
         wanted = [(index, name) for index, name in enumerate(spool.columns) if columns is None or name in columns]
         identity = [(spool.columns.index(name), name) for name in spool.identity if name in spool.columns]
+        for batch, ends, transactions in self._committed_after(table, after):
+            yield from _versions(batch, ends.to_pylist(), pc.take(times, transactions).to_pylist(), wanted, identity)
+
+    def _committed_after(self, table: str, after: int) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+        spool = self.tables.get(table)
+        if spool is None or self._commit_arrays is None:
+            return
+        ends = self._commit_arrays[0]
         for batch in spool.batches():
-            transactions = batch.column(META_COLUMNS[1])
+            transactions = batch.column(TRANSACTION)
             batch_ends = pc.take(ends, transactions)
             kept = pc.greater(batch_ends, pa.scalar(after, pa.uint64()))
             if not pc.any(kept).as_py():
                 continue
             if not pc.all(kept).as_py():
                 batch, batch_ends, transactions = batch.filter(kept), batch_ends.filter(kept), transactions.filter(kept)
-            yield from _versions(batch, batch_ends.to_pylist(), pc.take(times, transactions).to_pylist(), wanted,
-                                 identity)
+            yield batch, batch_ends, transactions
 
     def close(self) -> None:
         for spool in self.tables.values():
@@ -236,21 +266,25 @@ class ChangeSpool:
 
 def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: list[tuple[int, str]],
               identity: list[tuple[int, str]]) -> Iterator[LoggedChange]:
-    values = [batch.column(index).to_pylist() for index in range(len(batch.columns) - len(META_COLUMNS))]
-    kinds = batch.column(META_COLUMNS[0]).to_pylist()
-    lsns = batch.column(META_COLUMNS[2]).to_pylist()
-    unsent_lists = batch.column(META_COLUMNS[3]).to_pylist()
-    for row, kind in enumerate(kinds):
+    names = batch.schema.names
+    wanted_names = tuple(name for _, name in wanted)
+    rows = zip(*(batch.column(index).to_pylist() for index, _ in wanted), strict=True) if wanted else None
+    identity_rows = (zip(*(batch.column(index).to_pylist() for index, _ in identity), strict=True) if identity
+                     else repeat(()))
+    identity_names = tuple(name for _, name in identity)
+    kinds = batch.column(KIND).to_pylist()
+    lsns = batch.column(LSN).to_pylist()
+    unsent_lists = batch.column(UNSENT).to_pylist()
+    for row, (kind, identity_values) in enumerate(zip(kinds, identity_rows, strict=True)):
+        row_values = dict(zip(wanted_names, next(rows), strict=True)) if rows is not None else {}
         if kind == UPSERT:
-            row_values = {name: values[index][row] for index, name in wanted}
             unsent = unsent_lists[row]
             if unsent is not None:
-                names = batch.schema.names
                 for index in map(int, unsent.split(",")):
                     if names[index] in row_values:
                         row_values[names[index]] = UNCHANGED_TOAST
         elif kind == DELETE:
-            row_values = {name: values[index][row] for index, name in identity}
+            row_values = dict(zip(identity_names, identity_values, strict=True))
         else:
             row_values = {}
         yield LoggedChange(ends[row], KINDS[kind], row_values, lsn=lsns[row], commit_time=times[row])
