@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from cdc_sync.errors import SourceError
-from cdc_sync.log_spool import DELETE, KIND, TRUNCATE, UNSENT
+from cdc_sync.log_spool import DELETES, KIND, TRUNCATE, UNSENT
 from cdc_sync.plan import TablePlan
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.sources.pgoutput import Value
@@ -103,7 +103,7 @@ def collapse(plan: TablePlan, identity: Sequence[str], changes: pa.Table) -> Tab
             upsert_by_identity.clear()
             deletes.clear()
             truncated = True
-        elif kind == DELETE:
+        elif kind in DELETES:
             deletes[row_identity] = index
             earlier_key = upsert_by_identity.pop(row_identity, None)
             if earlier_key is not None:

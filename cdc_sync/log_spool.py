@@ -42,8 +42,12 @@ from cdc_sync.sources.pgoutput import (
 
 # Rows a table's spool holds in memory before they are written out as one Arrow batch.
 SPOOL_BATCH_ROWS = 10_000
-KINDS = ("upsert", "delete", "truncate")
-UPSERT, DELETE, TRUNCATE = range(3)
+# What each spooled row is, as the log said it: INSERT and UPDATE are upserts; DELETE and IDENTITY_DELETE (the old
+# replica identity an UPDATE changed, e.g. a task instance's new UUID) are deletes.
+INSERT, UPDATE, DELETE, IDENTITY_DELETE, TRUNCATE = range(5)
+UPSERTS, DELETES = (INSERT, UPDATE), (DELETE, IDENTITY_DELETE)
+KINDS = ("upsert", "upsert", "delete", "delete", "truncate")  # LoggedChange.kind, by code
+OPERATIONS = ("insert", "update", "delete", "", "truncate")  # LoggedChange.op, by code
 # The spool's own columns, after the table's text columns (names no Airflow column takes): the kind of change, its
 # transaction's number, its message's LSN, and the indexes of the columns the log did not send ("3,7"; NULL: none).
 KIND, TRANSACTION, LSN, UNSENT = META_COLUMNS = ("__cdc_kind", "__cdc_transaction", "__cdc_lsn", "__cdc_unsent")
@@ -52,13 +56,16 @@ KIND, TRANSACTION, LSN, UNSENT = META_COLUMNS = ("__cdc_kind", "__cdc_transactio
 @dataclass(frozen=True)
 class LoggedChange:
     """One version of a row as the log holds it: ``kind`` is upsert, delete or truncate; ``values`` maps column
-    names to their text forms (an unsent one: UNCHANGED_TOAST; for a delete, the replica identity columns only)."""
+    names to their text forms (an unsent one: UNCHANGED_TOAST; for a delete, the replica identity columns only).
+    ``op`` is the statement that made it: insert, update, delete or truncate, and "" for the delete of an old replica
+    identity that an UPDATE implies (in a history of versions, that UPDATE is one version)."""
 
     end_lsn: int  # the end of its transaction's commit record
     kind: str
     values: dict[str, Value] = field(default_factory=dict)
     lsn: int = 0  # its own message's position in the log (orders the versions within a transaction)
-    commit_time: datetime | None = None  # its transaction's commit
+    committed_at: datetime | None = None  # its transaction's commit
+    op: str = ""
 
 
 class _Commits:
@@ -190,12 +197,12 @@ class ChangeSpool:
                 spool = by_relation[message.relation_id]
                 if spool is not None:
                     if message.old is not None and _identity_changed(spool, message):
-                        spool.add(message.relation_id, DELETE, transaction, item.lsn, message.old)
-                    spool.add(message.relation_id, UPSERT, transaction, item.lsn, message.new)
+                        spool.add(message.relation_id, IDENTITY_DELETE, transaction, item.lsn, message.old)
+                    spool.add(message.relation_id, UPDATE, transaction, item.lsn, message.new)
             elif isinstance(message, Insert):
                 spool = by_relation[message.relation_id]
                 if spool is not None:
-                    spool.add(message.relation_id, UPSERT, transaction, item.lsn, message.new)
+                    spool.add(message.relation_id, INSERT, transaction, item.lsn, message.new)
             elif isinstance(message, Delete):
                 spool = by_relation[message.relation_id]
                 if spool is not None:
@@ -277,17 +284,17 @@ def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: 
     unsent_lists = batch.column(UNSENT).to_pylist()
     for row, (kind, identity_values) in enumerate(zip(kinds, identity_rows, strict=True)):
         row_values = dict(zip(wanted_names, next(rows), strict=True)) if rows is not None else {}
-        if kind == UPSERT:
+        if kind in UPSERTS:
             unsent = unsent_lists[row]
             if unsent is not None:
                 for index in map(int, unsent.split(",")):
                     if names[index] in row_values:
                         row_values[names[index]] = UNCHANGED_TOAST
-        elif kind == DELETE:
+        elif kind in DELETES:
             row_values = dict(zip(identity_names, identity_values, strict=True))
         else:
             row_values = {}
-        yield LoggedChange(ends[row], KINDS[kind], row_values, lsn=lsns[row], commit_time=times[row])
+        yield LoggedChange(ends[row], KINDS[kind], row_values, lsns[row], times[row], OPERATIONS[kind])
 
 
 def _identity_changed(spool: TableSpool, message: Update) -> bool:

@@ -104,8 +104,9 @@ def test_a_new_identity_deletes_the_old_one_and_a_delete_drops_the_pending_upser
                             Delete(7, key("c"), key_only=True)))
     assert spool.identity("task_instance") == ID
     versions = list(spool.versions("task_instance", 0))
-    assert [(c.kind, c.values.get("id"), c.end_lsn) for c in versions] == \
-        [("upsert", "c", 100), ("delete", "a", 100), ("upsert", "b", 100), ("delete", "c", 100)]
+    assert [(c.kind, c.op, c.values.get("id"), c.end_lsn) for c in versions] == [
+        ("upsert", "insert", "c", 100), ("delete", "", "a", 100), ("upsert", "update", "b", 100),
+        ("delete", "delete", "c", 100)]
     [changes] = collapsed(spool)
     assert sorted(key for batch in changes.deleted_keys for key in batch.column("id").to_pylist()) == ["a", "c"]
     assert [(r["id"], r["state"]) for r in rows_of(changes)] == [("b", "up_for_retry")]
@@ -135,7 +136,7 @@ def test_the_spool_gives_every_version_in_order_with_its_commit_across_batches_a
         (200, "success", UNCHANGED_TOAST),  # a column the table no longer sends is left as the mirror has it
     ]
     assert [c.lsn for c in versions] == [12, 13, 14, 18]  # each message's own position
-    assert [c.commit_time for c in versions] == [stream[0][0].commit_time] * 3 + [stream[1][0].commit_time]
+    assert [c.committed_at for c in versions] == [stream[0][0].commit_time] * 3 + [stream[1][0].commit_time]
     assert [c.values["state"] for c in spool.versions("task_instance", 100)] == ["success"]
 
     # Spool batches of 2 rows, 1 (cut short by the new shape) and 1; segments of whole batches.
