@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -30,6 +29,7 @@ from cdc_sync.faults import LOG_CAPTURE_POINTS, POINTS
 from cdc_sync.report import CycleReport
 from cdc_sync.state import utc_now
 from cdc_sync.table_attempts import ATTEMPTS, BACKOFF_SECONDS
+from tests import fault_run
 from tests.fakesnow_rules import make_ddl_commit, skip_null_comments
 from tests.mirror_check import AIRFLOW_KEYS, mirror_query, mirror_rows, source_columns, source_rows
 
@@ -37,7 +37,6 @@ SCHEMA = "airflow-faults"
 TABLES = ["task_instance", "fault_keyless"]
 CHUNK_ROWS = 4  # task_instance retries touch 8 rows a step: two chunks
 LEASE_SECONDS = 0.5
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Mirror:
@@ -66,14 +65,14 @@ class Mirror:
                 step()
 
     def run_failing(self, source: str, fault: str) -> subprocess.CompletedProcess:
-        """``cdc-sync run`` in a process of its own, with CDC_SYNC_FAULT set."""
-        launcher = [sys.executable, "-m", "tests.fault_run", "--chunk-rows", str(CHUNK_ROWS)]
+        """``cdc-sync run`` in a process of its own (forked from a server with the imports done), with
+        CDC_SYNC_FAULT set."""
+        launcher = ["--chunk-rows", str(CHUNK_ROWS)]
         if self.fakesnow_dir is not None:
             launcher += ["--fakesnow", str(self.fakesnow_dir), "--lease-seconds", str(LEASE_SECONDS)]
-        command = [*launcher, "--", "run", "--source", source, "--destination", self.url, "--schema", SCHEMA,
-                   "--tables", ",".join(TABLES), "--json"]
-        environment = {**os.environ, "CDC_SYNC_FAULT": fault}
-        return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+        arguments = [*launcher, "--", "run", "--source", source, "--destination", self.url, "--schema", SCHEMA,
+                     "--tables", ",".join(TABLES), "--json"]
+        return fault_run.launch(arguments, {**os.environ, "CDC_SYNC_FAULT": fault}, timeout=120)
 
     def query(self, sql: str) -> list[tuple]:
         return mirror_query(self.read_url, sql)
