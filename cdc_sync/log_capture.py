@@ -8,9 +8,10 @@ slot at once):
 2. the WAL position now is taken, and the slot is peeked up to it: every transaction committed before it, decoded;
 3. each table's cycle (:class:`LogCapture`) takes its changes after the position stored in its watermark, and
    commits the session's position with its rows. A table without a stored position (a first load, a resync, a
-   table that was in the watermark mode) is copied in full through the query path, in a snapshot taken after the
-   slot exists, and stores the slot's position: the changes since then are replayed by the next cycle, and applying
-   them again is harmless, as each table's changes are applied in LSN order up to the newest;
+   table that was in the watermark mode) is read through the query path, in a snapshot taken after the slot
+   exists: in full when it has no query position either, else only its rows changed since (a mirror switching
+   modes is never copied again). It stores the slot's position: the changes since then are replayed by the next
+   cycle, and applying them again is harmless, as each table's changes are applied in LSN order up to the newest;
 4. once every table has committed, the slot advances to the lowest position stored (:meth:`LogSession.advance`).
    A crash before that replays changes at or below the stored positions, which are skipped.
 
@@ -185,15 +186,21 @@ class LogCapture(Capture):
     def start(self, plan: TablePlan, previous: Watermark | None, full: bool) -> CursorPosition:
         stored = None if previous is None or plan.name in self.session.unlogged else previous.log_position
         self._after = None if full or stored is None else parse_lsn(stored)
-        return start_position(plan, previous, self.lookback_seconds, full=self._after is None)
+        # The query path's position: kept as it is by log reads, so it stays valid for a read through the query
+        # path (a table switching into the log mode) and for a later cycle in the watermark mode.
+        return start_position(plan, previous, self.lookback_seconds, full)
 
     def changes(self, plan: TablePlan, position: CursorPosition) -> TableChanges:
         if self._after is None:
+            # No usable log position (a first load, a resync, a table that was in the watermark mode or new to
+            # the slot): the query path reads the table's rows changed since its query position, in full when it
+            # has none, in a snapshot taken after the slot's position; the changes after it are replayed next.
             horizon = self.snapshot.horizon
             return TableChanges(
-                upserts=self.snapshot.read_rows(plan.table, None),
+                upserts=self.snapshot.read_rows(plan.table, position.where),
                 position_to_commit=lambda max_seen: next_position(plan, position, horizon, max_seen),
-                read_everything=True,
+                read_everything=position.where is None,
+                only_rewritten_rows=self.snapshot.reads_only_rewritten_rows(position.where),
                 log_position=format_lsn(self.session.slot_position),
             )
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,

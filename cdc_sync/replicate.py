@@ -47,6 +47,7 @@ from cdc_sync.sources import (
     SourceSnapshot,
     open_source,
 )
+from cdc_sync.sources.publication import PublishedTable
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.table_turns import sync_under_lock, wait_for_locked
 from cdc_sync.transform import Tally, hash_columns, take_rows
@@ -177,6 +178,12 @@ class TableCycle:
             deletes_recorded=deletes_recorded,
             log_position=changes.log_position,
         )
+        if changes.log is not None and previous is not None:
+            # Read from the log: the query path's position stays where its last read left it (row versions and
+            # the delete check included), so a later cycle in the watermark mode reads every row changed since.
+            # This snapshot may see commits after the log's end, which that cycle must not take as read.
+            watermark = replace(watermark, row_version=previous.row_version,
+                                deletes_recorded=previous.deletes_recorded)
         self.state.save_watermark(watermark)
         for column in sorted(plan.hashed_columns):
             self.state.save_meta(meta_key(plan.name, column), self.digest.label)
@@ -279,7 +286,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
         for warning in warnings:
             log.warning(warning)
         plans = _plans(config, source, tables)
-        capture = choose_capture(config, [plan.name for plan in plans])
+        capture = choose_capture(config, [PublishedTable(plan.name, plan.column_names) for plan in plans])
         published = plans  # a resync of some tables still reads the log of all
         resync_only = set(only_tables or ())
         unknown = resync_only - {plan.name for plan in plans}

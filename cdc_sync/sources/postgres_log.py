@@ -30,7 +30,8 @@ from cdc_sync.sources.publication import (
 from cdc_sync.urls import URL, postgres_conninfo, source_schema
 
 FACTS_SQL = """
-SELECT current_setting('wal_level'), current_setting('server_version_num')::int, r.rolsuper, r.rolreplication,
+SELECT current_setting('wal_level'), current_setting('server_version_num')::int, r.rolname::text, r.rolsuper,
+       r.rolreplication,
        EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication' AND pg_has_role(r.oid, g.oid, 'MEMBER')),
        has_database_privilege(current_database(), 'CREATE'),
        ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -175,12 +176,19 @@ class PostgresLog:
             )
         return status
 
-    def refusal(self, tables: Sequence[str]) -> str | None:
-        """Why this source role cannot capture ``tables`` from the log, or None when it can (the ``auto`` choice)."""
-        row = self._one(FACTS_SQL, (list(tables),))
+    def facts(self, tables: Sequence[PublishedTable]) -> SourceFacts:
+        """What decides whether this role may capture ``tables`` from the log: the settings, the role's rights,
+        and whether cdc_sync's slot and a publication of exactly these tables and columns exist already."""
+        row = self._one(FACTS_SQL, ([table.name for table in tables],))
         status = self.status()
-        return log_capture_refusal(SourceFacts(*row[:-2], slots_used=row[-2], slots_allowed=row[-1],
-                                               owned_log_exists=status.ready))
+        return SourceFacts(*row[:7], unowned_tables=tuple(row[7]), slots_used=row[8], slots_allowed=row[9],
+                           slot_ready=status.slot_owned, slot_retained_wal=status.retained_wal_bytes,
+                           publication_current=status.publication_owned
+                           and _column_sets(status.tables) == _column_sets(tables))
+
+    def refusal(self, tables: Sequence[PublishedTable]) -> str | None:
+        """Why this source role cannot capture ``tables`` from the log, or None when it can (the ``auto`` choice)."""
+        return log_capture_refusal(self.facts(tables))
 
     # Setup and teardown.
 

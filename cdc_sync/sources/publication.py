@@ -119,10 +119,12 @@ def publication_problems(tables: Iterable[PublishedTable], identities: Mapping[s
 
 @dataclass(frozen=True)
 class SourceFacts:
-    """What decides whether this source role may capture from the log (read in one query)."""
+    """What decides whether this source role may capture from the log (read in one query, plus the slot's and
+    publication's status)."""
 
     wal_level: str
     server_version: int
+    role: str
     superuser: bool
     replication: bool  # the REPLICATION attribute
     rds_replication: bool  # member of RDS's rds_replication role
@@ -130,29 +132,39 @@ class SourceFacts:
     unowned_tables: tuple[str, ...]  # synced tables the role does not own (CREATE PUBLICATION needs ownership)
     slots_used: int
     slots_allowed: int
-    owned_log_exists: bool  # the slot and publication exist, made by cdc_sync (an admin may have run setup)
+    slot_ready: bool = False  # cdc_sync's slot exists (made by a cycle, or by an admin's `cdc-sync capture setup`)
+    publication_current: bool = False  # cdc_sync's publication lists exactly the synced tables and columns
+    slot_retained_wal: int | None = None  # bytes of WAL cdc_sync's slot keeps from being recycled
 
 
 def log_capture_refusal(facts: SourceFacts) -> str | None:
-    """Why the log cannot be read from this source (one sentence with the fix), or None when it can."""
+    """Why the log cannot be read from this source (one sentence with the fix), or None when it can.
+
+    PostgreSQL lets only a superuser or a role with REPLICATION read a replication slot, even one an admin made
+    (RDS and Aurora grant it through membership of ``rds_replication``). So a slot made by ``cdc-sync capture
+    setup`` spares the cycle's role the rights to *create* the publication (CREATE on the database, owning the
+    tables), never REPLICATION itself."""
     if facts.wal_level != "logical":
-        return (f"the source runs with wal_level={facts.wal_level}; logical decoding needs wal_level=logical "
-                "(self-hosted: ALTER SYSTEM SET wal_level = logical and a restart; RDS: rds.logical_replication=1; "
-                "Cloud SQL: cloudsql.logical_decoding=on)")
+        return (f"wal_level is {facts.wal_level}; set wal_level=logical and restart the source to use log capture "
+                "(RDS and Aurora: rds.logical_replication=1 in the parameter group and a reboot; Cloud SQL: the "
+                "cloudsql.logical_decoding flag)")
     if facts.server_version < COLUMN_LISTS_FROM:
         return (f"the source runs PostgreSQL {facts.server_version // 10000}; log capture needs 15 or later, whose "
                 "publication column lists keep secret columns inside the source database")
-    if facts.owned_log_exists:
-        return None
     if not (facts.superuser or facts.replication or facts.rds_replication):
-        return ("the source role may not create a replication slot: grant it REPLICATION (RDS: GRANT "
-                "rds_replication), or let an admin run `cdc-sync capture setup` once")
-    if not (facts.superuser or facts.may_create_publication):
-        return "the source role may not create a publication: grant it CREATE on the database"
-    if facts.unowned_tables:
-        return (f"the source role does not own {', '.join(facts.unowned_tables)}, and only a table's owner may "
-                "publish it: run `cdc-sync capture setup` as Airflow's own role once")
-    if facts.slots_used >= facts.slots_allowed:
+        made = "the replication slot exists, but " if facts.slot_ready else ""
+        return (f"{made}the source role {facts.role} lacks REPLICATION, which PostgreSQL requires to read a "
+                f"replication slot: ALTER ROLE {facts.role} WITH REPLICATION (RDS and Aurora: GRANT rds_replication "
+                f"TO {facts.role}; Cloud SQL: ALTER USER {facts.role} WITH REPLICATION)")
+    if not facts.publication_current:
+        if not (facts.superuser or facts.may_create_publication):
+            return (f"the source role {facts.role} may not create the publication: grant it CREATE on the "
+                    "database, or let an admin run `cdc-sync capture setup` once with the same table options")
+        if facts.unowned_tables:
+            return (f"the source role {facts.role} does not own {', '.join(facts.unowned_tables)}, and only a "
+                    "table's owner may publish it: run `cdc-sync capture setup` with the same table options as "
+                    "Airflow's own role once")
+    if not facts.slot_ready and facts.slots_used >= facts.slots_allowed:
         return (f"all {facts.slots_allowed} replication slots of the source are in use: raise "
                 "max_replication_slots, or drop an unused slot")
     return None
