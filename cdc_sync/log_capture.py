@@ -31,7 +31,7 @@ from cdc_sync.config import SyncConfig
 from cdc_sync.log_changes import LoggedChange, TableLogChanges, collapse, logged_changes
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
-from cdc_sync.sources import SourceSnapshot, open_log
+from cdc_sync.sources import SeenRowVersions, SourceSnapshot, open_log
 from cdc_sync.sources.boundary import TranslatedLog
 from cdc_sync.sources.pgoutput import Commit, Delete, Insert, Relation, Truncate, Update, format_lsn, parse_lsn
 from cdc_sync.sources.publication import LogNames, PublishedTable
@@ -90,9 +90,13 @@ class LogSession:
     def capture(self, snapshot: SourceSnapshot, lookback_seconds: float) -> LogCapture:
         return LogCapture(self, snapshot, lookback_seconds)
 
-    def table_changes(self, plan: TablePlan, after: int) -> TableLogChanges:
-        """The table's changes committed after ``after`` (its stored position), collapsed."""
-        changes = (change for change in self._changes.get(plan.name, ()) if change.end_lsn > after)
+    def table_changes(self, plan: TablePlan, after: int, copied: SeenRowVersions | None = None) -> TableLogChanges:
+        """The table's changes committed after ``after`` (its stored position), collapsed; without those of
+        transactions the table's last read through the query path saw (``copied``, its snapshot), which that read
+        holds already. Applying them again could undo what a later rewrite by DDL did, which the log does not carry
+        (an Airflow upgrade's ALTER TABLE)."""
+        changes = (change for change in self._changes.get(plan.name, ())
+                   if change.end_lsn > after and not (copied is not None and saw(copied, change.xid)))
         return collapse(plan, self._identities.get(plan.name, plan.table.primary_key), changes)
 
     def advance(self, watermarks: Mapping[str, Watermark]) -> None:
@@ -112,6 +116,17 @@ class LogSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def saw(snapshot: SeenRowVersions, xid: int) -> bool:
+    """Whether ``snapshot`` (64-bit ids) saw the committed transaction ``xid`` (32 bits, as the slot gives it), read
+    as the 64-bit id nearest to the snapshot's ``xmax``."""
+    full = (snapshot.xmax & ~0xFFFFFFFF) | (xid & 0xFFFFFFFF)
+    if full > snapshot.xmax + (1 << 31):
+        full -= 1 << 32
+    elif full < snapshot.xmax - (1 << 31):
+        full += 1 << 32
+    return 3 <= full < snapshot.xmax and full not in snapshot.in_progress
 
 
 @dataclass(frozen=True)
@@ -165,9 +180,10 @@ def _read(messages: Iterable[Any], tables: set[str]) \
                 if name not in tables:
                     continue
                 if isinstance(row_message, Truncate):
-                    changes.setdefault(name, []).append(LoggedChange(message.end_lsn, "truncate"))
+                    changes.setdefault(name, []).append(LoggedChange(message.end_lsn, "truncate", xid=item.xid))
                 else:
-                    changes.setdefault(name, []).extend(logged_changes(row_message, relation, message.end_lsn))
+                    changes.setdefault(name, []).extend(logged_changes(row_message, relation, message.end_lsn,
+                                                                       item.xid))
             pending = []
     return changes, identities, last_commit
 
@@ -182,10 +198,13 @@ class LogCapture(Capture):
         self.snapshot = snapshot
         self.lookback_seconds = lookback_seconds
         self._after: int | None = None
+        self._copied: SeenRowVersions | None = None
 
     def start(self, plan: TablePlan, previous: Watermark | None, full: bool) -> CursorPosition:
         stored = None if previous is None or plan.name in self.session.unlogged else previous.log_position
         self._after = None if full or stored is None else parse_lsn(stored)
+        self._copied = None if previous is None or not previous.row_version else \
+            SeenRowVersions.parse(previous.row_version)
         # The query path's position: kept as it is by log reads, so it stays valid for a read through the query
         # path (a table switching into the log mode) and for a later cycle in the watermark mode.
         return start_position(plan, previous, self.lookback_seconds, full)
@@ -204,5 +223,5 @@ class LogCapture(Capture):
                 log_position=format_lsn(self.session.slot_position),
             )
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,
-                            log=self.session.table_changes(plan, self._after),
+                            log=self.session.table_changes(plan, self._after, self._copied),
                             log_position=format_lsn(self.session.position))

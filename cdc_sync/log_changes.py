@@ -37,6 +37,7 @@ class LoggedChange:
     end_lsn: int  # the end of its transaction's commit record
     kind: str
     values: RowValues = field(default_factory=dict)
+    xid: int = 0  # its top-level transaction (32 bits, as the slot gives it)
 
 
 @dataclass(frozen=True)
@@ -63,24 +64,24 @@ class TableLogChanges:
 
 
 def logged_changes(message: Insert | Update | Delete | Truncate, relation: Relation,
-                   end_lsn: int) -> Iterator[LoggedChange]:
+                   end_lsn: int, xid: int = 0) -> Iterator[LoggedChange]:
     """A decoded row message as the changes it makes to its table (a TRUNCATE: one per table, see
     :func:`truncated_tables`)."""
     names = relation.column_names
     identity = tuple(column.name for column in relation.columns if column.is_key)
     if isinstance(message, Insert):
-        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)))
+        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)), xid)
     elif isinstance(message, Update):
         new = dict(zip(names, message.new, strict=True))
         if message.old is not None:
             old = dict(zip(names, message.old, strict=True))
             old_key = {name: old[name] for name in identity}
             if any(old_key[name] != new[name] for name in identity if new[name] is not UNCHANGED_TOAST):
-                yield LoggedChange(end_lsn, "delete", old_key)
-        yield LoggedChange(end_lsn, "upsert", new)
+                yield LoggedChange(end_lsn, "delete", old_key, xid)
+        yield LoggedChange(end_lsn, "upsert", new, xid)
     elif isinstance(message, Delete):
         old = dict(zip(names, message.old, strict=True))
-        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity})
+        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity}, xid)
 
 
 def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedChange]) -> TableLogChanges:

@@ -71,10 +71,31 @@ def ownership_mark(names: LogNames) -> str:
 
 @dataclass(frozen=True)
 class PublishedTable:
-    """A synced table and the columns that may leave the source (secret columns are not among them)."""
+    """A synced table and the columns that may leave the source (secret columns are not among them).
+
+    ``column_list``: published with a column list. Only a table with a column left out gets one: PostgreSQL refuses
+    to drop a column a publication lists, which would make an Airflow upgrade (``airflow db migrate``) fail on the
+    columns it drops; a table published whole follows its columns as they change."""
 
     name: str
     columns: tuple[str, ...]
+    column_list: bool = True
+
+
+def with_column_lists(tables: Iterable[PublishedTable], identities: Mapping[str, ReplicaIdentity]) \
+        -> list[PublishedTable]:
+    """The tables as they are published: a column list where a column of the table is left out, else none."""
+    published = []
+    for table in tables:
+        identity = identities.get(table.name)
+        whole = identity is not None and set(identity.all_columns) <= set(table.columns)
+        published.append(PublishedTable(table.name, table.columns, column_list=not whole))
+    return published
+
+
+def publication_shape(tables: Iterable[PublishedTable]) -> dict[str, tuple[frozenset[str], bool]]:
+    """What decides whether a publication must change: each table's columns, and whether it has a column list."""
+    return {table.name: (frozenset(table.columns), table.column_list) for table in tables}
 
 
 @dataclass(frozen=True)
