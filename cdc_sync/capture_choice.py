@@ -22,7 +22,13 @@ from typing import Literal
 from cdc_sync.config import SyncConfig
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.sources import ENGINE_NAMES, open_log
-from cdc_sync.sources.publication import LogNames, PublishedTable, SourceFacts, log_capture_refusal
+from cdc_sync.sources.publication import (
+    LogNames,
+    PublishedTable,
+    SourceFacts,
+    log_capture_refusal,
+    table_set_taken,
+)
 
 log = logging.getLogger("cdc_sync")
 
@@ -64,6 +70,9 @@ def log_capture_refusal_for(config: SyncConfig, tables: Sequence[PublishedTable]
         return refusal
     facts = source_facts(config, tables)
     refusal = log_capture_refusal(facts)
+    if refusal is None and config.capture == "auto":
+        # The slot is another table set's then: it reads and advances it.
+        return table_set_taken(facts.published_tables, (table.name for table in tables))
     if refusal is not None and facts.slot_ready:
         # The mirror was in the log mode (or an admin set it up): nothing advances the slot while cycles query.
         retained = f"{(facts.slot_retained_wal or 0) / MIB:,.0f} MiB"

@@ -28,17 +28,23 @@ from typing import Any
 from cdc_sync import faults
 from cdc_sync.capture import Capture, TableChanges
 from cdc_sync.config import SyncConfig
+from cdc_sync.errors import CdcSyncError
 from cdc_sync.log_changes import LoggedChange, TableLogChanges, collapse, logged_changes
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import SeenRowVersions, SourceSnapshot, open_log
 from cdc_sync.sources.boundary import TranslatedLog
 from cdc_sync.sources.pgoutput import Commit, Delete, Insert, Relation, Truncate, Update, format_lsn, parse_lsn
-from cdc_sync.sources.publication import LogNames, PublishedTable
+from cdc_sync.sources.publication import LogNames, PublishedTable, table_set_taken
 from cdc_sync.state import Watermark
 
 log = logging.getLogger("cdc_sync")
 MIB = 1 << 20
+
+
+class PublicationTaken(CdcSyncError):
+    """``capture=auto`` found cdc_sync's publication listing another table set (see
+    :func:`cdc_sync.sources.publication.table_set_taken`): the cycle goes on in the watermark mode."""
 
 
 class LogSession:
@@ -73,6 +79,11 @@ class LogSession:
                         log.info("log capture: %s", done)
                     source_log.close()
                     return None
+            taken = config.capture == "auto" and table_set_taken((table.name for table in status.tables),
+                                                                  (plan.name for plan in plans))
+            if taken:
+                # Checked again under the slot's lock: cycles of other table sets may have started at once.
+                raise PublicationTaken(f"capture=auto uses the watermark mode: {taken}")
             published_before = {table.name for table in status.tables} if status.slot_exists else set()
             for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
                 log.info("log capture: %s", done)

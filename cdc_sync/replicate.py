@@ -35,7 +35,7 @@ from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
-from cdc_sync.log_capture import LogSession
+from cdc_sync.log_capture import LogSession, PublicationTaken
 from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
@@ -318,10 +318,15 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 if capture.mode == "log":
                     # One slot per schema: the cycle that reads it holds it until the slot has advanced.
                     log_hold.enter_context(locks.log_slot_section())
-                    log_session = LogSession.open(config, published, report.warnings)
-                    if log_session is not None:
-                        log_hold.callback(log_session.close)
-                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
+                    try:
+                        log_session = LogSession.open(config, published, report.warnings)
+                    except PublicationTaken as taken:
+                        log.info("%s", taken)
+                        log_hold.close()  # the slot's lock: this cycle does not read the log
+                    else:
+                        if log_session is not None:
+                            log_hold.callback(log_session.close)
+                        resync = resync or log_session is None  # the slot was dropped: its positions are gone
                 # What the cycle plans with; each table's own state is read again once its lock is held.
                 watermarks = state.watermarks()
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))

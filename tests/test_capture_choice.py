@@ -199,3 +199,43 @@ def test_the_operator_refuses_an_unknown_capture_mode() -> None:
         is None  # build_config then takes CDC_SYNC_CAPTURE, else auto
     with pytest.raises(ConfigError, match="capture='wal' is not a capture mode"):
         AirflowDbSyncOperator(task_id="bad", db_type="duckdb", connection_id="main", capture="wal")
+
+
+def test_auto_leaves_a_publication_of_another_table_set_alone_even_when_the_race_is_lost(
+        logical_source: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-out over tables runs one cycle per table: the first table set to make the publication keeps the log,
+    the others take the watermark mode instead of moving the publication back and forth; also when both passed the
+    check before either made it (the check is made again under the slot's lock)."""
+    from cdc_sync import log_admin, replicate
+
+    caplog.set_level(logging.INFO, logger="cdc_sync")
+    schema = f"auto_{uuid.uuid4().hex[:8]}"
+    mirror = f"duckdb:///{tmp_path / 'm.duckdb'}"
+    assert sync(logical_source, mirror, schema, tables=TABLES, capture="auto").ok
+    report = sync(logical_source, mirror, schema, tables=["job"], capture="auto")
+    assert report.ok and report.tables[0].rows_written > 0
+    assert _choice_lines(caplog)[-1] == (
+        "capture=auto uses the watermark mode: cdc_sync's publication of this schema lists dag_run, task_instance, "
+        "and this cycle syncs job: one table set reads the log of a schema, and auto leaves the publication to the "
+        "cycles of that set (a fan-out over tables takes the watermark mode, except for that set). To move it to "
+        "this table set, run `cdc-sync capture setup` with this cycle's table options, or give capture=log")
+
+    # Another schema: the cycle of {dag} passes the check, then a cycle of TABLES makes the publication first.
+    schema = f"auto_{uuid.uuid4().hex[:8]}"
+    checked = replicate.choose_capture
+
+    def check_then_lose_the_race(config, tables):
+        choice = checked(config, tables)
+        other = _config(logical_source, schema=schema)
+        log_admin.setup(other, log_admin.log_names(other))
+        return choice
+
+    monkeypatch.setattr(replicate, "choose_capture", check_then_lose_the_race)
+    report = sync(logical_source, mirror, schema, tables=["dag"], capture="auto")
+    assert report.ok and report.tables[0].rows_written > 0
+    assert _choice_lines(caplog)[-2].startswith("capture=auto reads the source's write-ahead log")
+    assert _choice_lines(caplog)[-1].startswith("capture=auto uses the watermark mode: cdc_sync's publication of "
+                                                "this schema lists dag_run, task_instance, and this cycle syncs dag")
+    config = _config(logical_source, schema=schema)
+    assert {table.name for table in log_admin.status(config, log_admin.log_names(config)).tables} == set(TABLES)

@@ -192,6 +192,7 @@ class PostgresLog:
         status = self.status()
         return SourceFacts(*row[:7], unowned_tables=tuple(row[7]), slots_used=row[8], slots_allowed=row[9],
                            slot_ready=status.slot_owned, slot_retained_wal=status.retained_wal_bytes,
+                           published_tables=tuple(table.name for table in status.tables),
                            publication_current=status.publication_owned and publication_shape(status.tables)
                            == publication_shape(with_column_lists(tables, self._identities([t.name for t in tables]))))
 

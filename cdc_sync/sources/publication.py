@@ -156,6 +156,20 @@ class SourceFacts:
     slot_ready: bool = False  # cdc_sync's slot exists (made by a cycle, or by an admin's `cdc-sync capture setup`)
     publication_current: bool = False  # cdc_sync's publication lists exactly the synced tables and columns
     slot_retained_wal: int | None = None  # bytes of WAL cdc_sync's slot keeps from being recycled
+    published_tables: tuple[str, ...] = ()  # the tables cdc_sync's publication lists (none: no publication yet)
+
+
+def table_set_taken(published: Iterable[str], wanted: Iterable[str]) -> str | None:
+    """Why ``capture=auto`` leaves cdc_sync's publication alone: it lists another set of tables than this cycle syncs,
+    so another cycle of the schema reads it (a fan-out over tables, one mapped task per table) or the table options
+    changed. Moving it would take the log from that cycle; None when the sets agree or there is no publication."""
+    published, wanted = sorted(set(published)), sorted(set(wanted))
+    if not published or published == wanted:
+        return None
+    return (f"cdc_sync's publication of this schema lists {', '.join(published)}, and this cycle syncs "
+            f"{', '.join(wanted)}: one table set reads the log of a schema, and auto leaves the publication to the "
+            "cycles of that set (a fan-out over tables takes the watermark mode, except for that set). To move it to "
+            "this table set, run `cdc-sync capture setup` with this cycle's table options, or give capture=log")
 
 
 def log_capture_refusal(facts: SourceFacts) -> str | None:
