@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def slot_position(source: str) -> int | None:
     with psycopg.connect(source) as connection:
-        row = connection.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                                 (NAMES.slot,)).fetchone()
+        # This database's slot only: a concurrent run of these tests elsewhere on the server uses the same name.
+        row = connection.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s "
+                                 "AND database = current_database()", (NAMES.slot,)).fetchone()
     return None if row is None else parse_lsn(row[0])
 
 
