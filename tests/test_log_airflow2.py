@@ -6,6 +6,7 @@ between two log cycles, with the slot in place."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ import cdc_sync
 from tests.airflow_schema import airflow_migrate
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query, source_columns
 
-SCHEMA = "airflow_log2"
+SCHEMA = f"airflow_log2_{uuid.uuid4().hex[:8]}"  # slot names are global to the server: one of this run's own
 TABLES = ["dag", "dag_run", "task_instance", "job", "task_fail"]
 KEYS = {**AIRFLOW_KEYS, "task_fail": ["id"]}
 # About 13 kB of incompressible bytes: stored out of line (TOAST), so an UPDATE of another column logs it as 'u'.

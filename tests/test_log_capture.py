@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -18,7 +19,8 @@ from cdc_sync.sources.publication import LogNames
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
 from tests.test_core_cycle import scheduler_burst
 
-SCHEMA = "airflow_log"
+# Slot names are global to the server: a name of this run's own, so that concurrent runs of the suite never collide.
+SCHEMA = f"airflow_log_{uuid.uuid4().hex[:8]}"
 TABLES = ["dag", "dag_run", "job", "task_instance", "serialized_dag"]
 NAMES = LogNames.for_schema(SCHEMA)
 KEYS = {**AIRFLOW_KEYS, "serialized_dag": ["id"]}
