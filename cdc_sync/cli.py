@@ -80,9 +80,10 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Accept a schema that mirrored another source database."),
         click.option("--parallel-tables", type=click.IntRange(1, 8), default=2, show_default=True,
                      help="Tables synced at once, each on its own connections, once every table is mirrored."),
-        click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
-                     help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
-                          "queries, or auto (says which it chose and why)."),
+        click.option("--capture", type=click.Choice(["auto", "log", "query"]), default=None,
+                     help="How changes are found: the source's write-ahead log (PostgreSQL), watermark queries, or "
+                          "auto, the default (the log when the source allows it; says which it chose and why). "
+                          "Default from CDC_SYNC_CAPTURE, else auto."),
         click.option("--max-retained-wal", default="1GB", show_default=True,
                      help="Log capture: WAL the replication slot may keep, e.g. 512MB or 2GB (1 MB = 1024 kB, as in "
                           "PostgreSQL). Past half, cycles warn; past it, the slot is dropped and the "

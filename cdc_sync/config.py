@@ -117,7 +117,7 @@ def build_config(
     lock_wait_seconds: float = 0.0,
     destination_options: Mapping[str, Any] | None = None,
     hash_key: str | None = None,
-    capture: str = "auto",
+    capture: str | None = None,
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
@@ -141,6 +141,7 @@ def build_config(
             raise ConfigError(
                 f"deletes={mode!r} for {table} is not a delete mode: use one of {', '.join(DELETE_MODES)}."
             )
+    capture = capture or os.environ.get("CDC_SYNC_CAPTURE") or "auto"
     if capture not in CAPTURE_MODES:
         raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)} (auto: "
                           "the write-ahead log when the source allows it, else watermark queries).")

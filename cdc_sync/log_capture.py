@@ -8,9 +8,10 @@ slot at once):
 2. the WAL position now is taken, and the slot is peeked up to it: every transaction committed before it, decoded;
 3. each table's cycle (:class:`LogCapture`) takes its changes after the position stored in its watermark, and
    commits the session's position with its rows. A table without a stored position (a first load, a resync, a
-   table that was in the watermark mode) is copied in full through the query path, in a snapshot taken after the
-   slot exists, and stores the slot's position: the changes since then are replayed by the next cycle, and applying
-   them again is harmless, as each table's changes are applied in LSN order up to the newest;
+   table that was in the watermark mode) is read through the query path, in a snapshot taken after the slot
+   exists: in full when it has no query position either, else only its rows changed since (a mirror switching
+   modes is never copied again). It stores the slot's position: the changes since then are replayed by the next
+   cycle, and applying them again is harmless, as each table's changes are applied in LSN order up to the newest;
 4. once every table has committed, the slot advances to the lowest position stored (:meth:`LogSession.advance`).
    A crash before that replays changes at or below the stored positions, which are skipped.
 
@@ -28,18 +29,24 @@ from dataclasses import dataclass
 from cdc_sync import faults
 from cdc_sync.capture import Capture, TableChanges
 from cdc_sync.config import SyncConfig
+from cdc_sync.errors import CdcSyncError
 from cdc_sync.log_changes import TableLogChanges, collapse_in_segments
 from cdc_sync.log_spool import ChangeSpool, LoggedChange
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
-from cdc_sync.sources import SourceSnapshot, open_log
+from cdc_sync.sources import SeenRowVersions, SourceSnapshot, open_log
 from cdc_sync.sources.boundary import TranslatedLog
 from cdc_sync.sources.pgoutput import format_lsn, parse_lsn
-from cdc_sync.sources.publication import LogNames, PublishedTable
+from cdc_sync.sources.publication import LogNames, PublishedTable, table_set_taken
 from cdc_sync.state import Watermark
 
 log = logging.getLogger("cdc_sync")
 MIB = 1 << 20
+
+
+class PublicationTaken(CdcSyncError):
+    """``capture=auto`` found cdc_sync's publication listing another table set (see
+    :func:`cdc_sync.sources.publication.table_set_taken`): the cycle goes on in the watermark mode."""
 
 
 class LogSession:
@@ -50,7 +57,7 @@ class LogSession:
         self._log = source_log
         self.tables = tuple(tables)
         # Tables whose changes before this cycle the slot may not hold (the slot was made now, or the table was just
-        # added to the publication): their stored positions mean nothing, so they are copied in full.
+        # added to the publication): their stored positions mean nothing, so they are read through the query path.
         self.unlogged = unlogged
         self.slot_position = slot_position  # where the slot stood before this cycle's peek
         self.position = position  # every change committed before it has been read
@@ -72,6 +79,11 @@ class LogSession:
                         log.info("log capture: %s", done)
                     source_log.close()
                     return None
+            taken = config.capture == "auto" and table_set_taken((table.name for table in status.tables),
+                                                                  (plan.name for plan in plans))
+            if taken:
+                # Checked again under the slot's lock: cycles of other table sets may have started at once.
+                raise PublicationTaken(f"capture=auto uses the watermark mode: {taken}")
             published_before = {table.name for table in status.tables} if status.slot_exists else set()
             for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
                 log.info("log capture: %s", done)
@@ -95,15 +107,21 @@ class LogSession:
     def capture(self, snapshot: SourceSnapshot, lookback_seconds: float) -> LogCapture:
         return LogCapture(self, snapshot, lookback_seconds)
 
-    def table_versions(self, plan: TablePlan, after: int) -> Iterator[LoggedChange]:
+    def table_versions(self, plan: TablePlan, after: int, copied: SeenRowVersions | None = None) \
+            -> Iterator[LoggedChange]:
         """Every version of the table committed after ``after`` (its stored position), in the log's order, each
-        with its message's LSN and its commit's end LSN and time: read from the spool as it is consumed."""
-        return self._spool.versions(plan.name, after, plan.column_names)
+        with its message's LSN and its commit's end LSN and time: read from the spool as it is consumed. Without
+        the transactions ``copied`` saw, as :meth:`table_changes`."""
+        return self._spool.versions(plan.name, after, plan.column_names, copied)
 
-    def table_changes(self, plan: TablePlan, after: int) -> Iterator[TableLogChanges]:
-        """The table's changes committed after ``after``, collapsed in segments applied one after another."""
+    def table_changes(self, plan: TablePlan, after: int, copied: SeenRowVersions | None = None) \
+            -> Iterator[TableLogChanges]:
+        """The table's changes committed after ``after``, collapsed in segments applied one after another; without
+        those of transactions the table's last read through the query path saw (``copied``, its snapshot), which
+        that read holds already. Applying them again could undo what a later rewrite by DDL did, which the log does
+        not carry (an Airflow upgrade's ALTER TABLE)."""
         identity = self._spool.identity(plan.name) or plan.table.primary_key
-        return collapse_in_segments(plan, identity, self._spool.batches(plan.name, after))
+        return collapse_in_segments(plan, identity, self._spool.batches(plan.name, after, copied))
 
     def advance(self, watermarks: Mapping[str, Watermark]) -> None:
         """Move the slot to the lowest position the published tables have committed, so the source may recycle the
@@ -161,21 +179,30 @@ class LogCapture(Capture):
         self.snapshot = snapshot
         self.lookback_seconds = lookback_seconds
         self._after: int | None = None
+        self._copied: SeenRowVersions | None = None
 
     def start(self, plan: TablePlan, previous: Watermark | None, full: bool) -> CursorPosition:
         stored = None if previous is None or plan.name in self.session.unlogged else previous.log_position
         self._after = None if full or stored is None else parse_lsn(stored)
-        return start_position(plan, previous, self.lookback_seconds, full=self._after is None)
+        self._copied = None if previous is None or not previous.row_version else \
+            SeenRowVersions.parse(previous.row_version)
+        # The query path's position: kept as it is by log reads, so it stays valid for a read through the query
+        # path (a table switching into the log mode) and for a later cycle in the watermark mode.
+        return start_position(plan, previous, self.lookback_seconds, full)
 
     def changes(self, plan: TablePlan, position: CursorPosition) -> TableChanges:
         if self._after is None:
+            # No usable log position (a first load, a resync, a table that was in the watermark mode or new to
+            # the slot): the query path reads the table's rows changed since its query position, in full when it
+            # has none, in a snapshot taken after the slot's position; the changes after it are replayed next.
             horizon = self.snapshot.horizon
             return TableChanges(
-                upserts=self.snapshot.read_rows(plan.table, None),
+                upserts=self.snapshot.read_rows(plan.table, position.where),
                 position_to_commit=lambda max_seen: next_position(plan, position, horizon, max_seen),
-                read_everything=True,
+                read_everything=position.where is None,
+                only_rewritten_rows=self.snapshot.reads_only_rewritten_rows(position.where),
                 log_position=format_lsn(self.session.slot_position),
             )
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,
-                            log=self.session.table_changes(plan, self._after),
+                            log=self.session.table_changes(plan, self._after, self._copied),
                             log_position=format_lsn(self.session.position))

@@ -10,7 +10,9 @@ their commit's LSN and time, for a history of every version.
 
 Rows are spooled as soon as they are decoded, before their transaction's commit is read: each row carries the
 number of its transaction, and the commit's end LSN and time are looked up by that number when the row is read
-back (:class:`_Commits` holds two integers per transaction, not per row).
+back (:class:`_Commits` holds three integers per transaction, not per row). The spool's ``__cdc_transaction`` is
+that number, the transaction's position in the peek; its PostgreSQL id is kept in :class:`_Commits` too, so that a
+table's reads can leave out the transactions its last read through the query path saw already (``seen``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc_sync.errors import SourceError
+from cdc_sync.sources.base import SeenRowVersions
 from cdc_sync.sources.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -69,24 +72,28 @@ class LoggedChange:
 
 
 class _Commits:
-    """Each transaction's commit, by its number in the peek: the end of its commit record and its time."""
+    """Each transaction's commit, by its number in the peek: the end of its commit record, its time, and its
+    PostgreSQL transaction id (32 bits, as the slot gives it)."""
 
     def __init__(self) -> None:
         self.ends = array("Q")
         self.times = array("q")  # microseconds since the Unix epoch
+        self.xids = array("Q")
 
-    def begin(self) -> int:
+    def begin(self, xid: int) -> int:
         self.ends.append(0)  # 0 until its commit is read: a transaction the peek did not finish is never applied
         self.times.append(0)
+        self.xids.append(xid)
         return len(self.ends) - 1
 
     def commit(self, number: int, message: Commit) -> None:
         self.ends[number] = message.end_lsn
         self.times[number] = (message.commit_time - _UNIX_EPOCH) // _MICROSECOND
 
-    def arrays(self) -> tuple[pa.Array, pa.Array]:
+    def arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
         return (pa.array(self.ends, pa.uint64()),
-                pa.array(self.times, pa.int64()).cast(pa.timestamp("us", tz="UTC")))
+                pa.array(self.times, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                pa.array(self.xids, pa.int64()))
 
 
 class TableSpool:
@@ -182,7 +189,7 @@ class ChangeSpool:
         self.tables = {name: TableSpool(name, columns, Path(self._directory.name) / f"{index}.arrows")
                        for index, (name, columns) in enumerate(tables.items())}
         self._commits = _Commits()
-        self._commit_arrays: tuple[pa.Array, pa.Array] | None = None
+        self._commit_arrays: tuple[pa.Array, pa.Array, pa.Array] | None = None
         self.last_commit = 0  # the end of the last commit read (0: none)
 
     def read(self, messages: Iterable[Any]) -> ChangeSpool:
@@ -208,7 +215,7 @@ class ChangeSpool:
                 if spool is not None:
                     spool.add(message.relation_id, DELETE, transaction, item.lsn, message.old)
             elif isinstance(message, Begin):
-                transaction = self._commits.begin()
+                transaction = self._commits.begin(message.xid)
             elif isinstance(message, Commit):
                 self._commits.commit(transaction, message)
                 self.last_commit = message.end_lsn
@@ -231,34 +238,41 @@ class ChangeSpool:
         spool = self.tables.get(table)
         return () if spool is None else spool.identity
 
-    def batches(self, table: str, after: int) -> Iterator[pa.RecordBatch]:
+    def batches(self, table: str, after: int, seen: SeenRowVersions | None = None) -> Iterator[pa.RecordBatch]:
         """The spooled rows of ``table`` committed after the LSN ``after``, in the log's order: the table's text
-        columns, then :data:`META_COLUMNS`; one spool batch at a time."""
-        for batch, _ends, _transactions in self._committed_after(table, after):
+        columns, then :data:`META_COLUMNS`; one spool batch at a time. Without the rows of the transactions
+        ``seen`` saw (see :func:`unseen_transactions`)."""
+        for batch, _ends, _transactions in self._committed_after(table, after, seen):
             yield batch
 
-    def versions(self, table: str, after: int, columns: Collection[str] | None = None) -> Iterator[LoggedChange]:
+    def versions(self, table: str, after: int, columns: Collection[str] | None = None,
+                 seen: SeenRowVersions | None = None) -> Iterator[LoggedChange]:
         """Every version of ``table`` committed after the LSN ``after``, in the log's order, with its commit. An
         upsert's values hold ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica
-        identity's."""
+        identity's. Without the transactions ``seen`` saw, as :meth:`batches`."""
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
         times = self._commit_arrays[1]
         wanted = [(index, name) for index, name in enumerate(spool.columns) if columns is None or name in columns]
         identity = [(spool.columns.index(name), name) for name in spool.identity if name in spool.columns]
-        for batch, ends, transactions in self._committed_after(table, after):
+        for batch, ends, transactions in self._committed_after(table, after, seen):
             yield from _versions(batch, ends.to_pylist(), pc.take(times, transactions).to_pylist(), wanted, identity)
 
-    def _committed_after(self, table: str, after: int) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+    def _committed_after(self, table: str, after: int, seen: SeenRowVersions | None) \
+            -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
-        ends = self._commit_arrays[0]
+        ends, _times, xids = self._commit_arrays
+        # Per transaction number: committed after ``after``, and not seen by the last query-path read.
+        wanted = pc.greater(ends, pa.scalar(after, pa.uint64()))
+        if seen is not None:
+            wanted = pc.and_(wanted, unseen_transactions(xids, seen))
         for batch in spool.batches():
             transactions = batch.column(TRANSACTION)
             batch_ends = pc.take(ends, transactions)
-            kept = pc.greater(batch_ends, pa.scalar(after, pa.uint64()))
+            kept = pc.take(wanted, transactions)
             if not pc.any(kept).as_py():
                 continue
             if not pc.all(kept).as_py():
@@ -269,6 +283,20 @@ class ChangeSpool:
         for spool in self.tables.values():
             spool.close()
         self._directory.cleanup()
+
+
+def unseen_transactions(xids: pa.Array, seen: SeenRowVersions) -> pa.Array:
+    """For each committed transaction id (32 bits, as the slot gives them), whether the snapshot ``seen`` (64-bit
+    ids) did not see it: a table's last read through the query path holds what it saw already, and applying those
+    changes again could undo what a later rewrite by DDL did, which the log does not carry (an Airflow upgrade's
+    ALTER TABLE). Each id is read as the 64-bit id nearest to the snapshot's ``xmax``."""
+    half, wrap = 1 << 31, 1 << 32
+    full = pc.bit_wise_or(pa.scalar(seen.xmax & ~0xFFFFFFFF, pa.int64()), pc.bit_wise_and(xids, 0xFFFFFFFF))
+    full = pc.if_else(pc.greater(full, seen.xmax + half), pc.subtract(full, wrap),
+                      pc.if_else(pc.less(full, seen.xmax - half), pc.add(full, wrap), full))
+    saw = pc.and_(pc.and_(pc.greater_equal(full, 3), pc.less(full, seen.xmax)),
+                  pc.invert(pc.is_in(full, value_set=pa.array(seen.in_progress, pa.int64()))))
+    return pc.invert(saw)
 
 
 def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: list[tuple[int, str]],

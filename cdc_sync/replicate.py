@@ -35,7 +35,7 @@ from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
-from cdc_sync.log_capture import LogSession
+from cdc_sync.log_capture import LogSession, PublicationTaken
 from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
@@ -47,6 +47,7 @@ from cdc_sync.sources import (
     SourceSnapshot,
     open_source,
 )
+from cdc_sync.sources.publication import PublishedTable
 from cdc_sync.state import RunRecord, StateStore, Watermark, utc_now
 from cdc_sync.table_turns import sync_under_lock, wait_for_locked
 from cdc_sync.transform import Tally, hash_columns, take_rows
@@ -176,6 +177,12 @@ class TableCycle:
             deletes_recorded=deletes_recorded,
             log_position=changes.log_position,
         )
+        if changes.log is not None and previous is not None:
+            # Read from the log: the query path's position stays where its last read left it (row versions and
+            # the delete check included), so a later cycle in the watermark mode reads every row changed since.
+            # This snapshot may see commits after the log's end, which that cycle must not take as read.
+            watermark = replace(watermark, row_version=previous.row_version,
+                                deletes_recorded=previous.deletes_recorded)
         self.state.save_watermark(watermark)
         for column in sorted(plan.hashed_columns):
             self.state.save_meta(meta_key(plan.name, column), self.digest.label)
@@ -278,7 +285,7 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
         for warning in warnings:
             log.warning(warning)
         plans = _plans(config, source, tables)
-        capture = choose_capture(config, [plan.name for plan in plans])
+        capture = choose_capture(config, [PublishedTable(plan.name, plan.column_names) for plan in plans])
         published = plans  # a resync of some tables still reads the log of all
         resync_only = set(only_tables or ())
         unknown = resync_only - {plan.name for plan in plans}
@@ -310,10 +317,15 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 if capture.mode == "log":
                     # One slot per schema: the cycle that reads it holds it until the slot has advanced.
                     log_hold.enter_context(locks.log_slot_section())
-                    log_session = LogSession.open(config, published, report.warnings)
-                    if log_session is not None:
-                        log_hold.callback(log_session.close)
-                    resync = resync or log_session is None  # the slot was dropped: its positions are gone
+                    try:
+                        log_session = LogSession.open(config, published, report.warnings)
+                    except PublicationTaken as taken:
+                        log.info("%s", taken)
+                        log_hold.close()  # the slot's lock: this cycle does not read the log
+                    else:
+                        if log_session is not None:
+                            log_hold.callback(log_session.close)
+                        resync = resync or log_session is None  # the slot was dropped: its positions are gone
                 # What the cycle plans with; each table's own state is read again once its lock is held.
                 watermarks = state.watermarks()
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))

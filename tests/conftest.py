@@ -14,6 +14,10 @@ import pytest
 from tests.airflow_schema import PG_ADMIN, fill_airflow3, pg_airflow3_template, pg_execute, pg_recreate_database
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# capture=auto reads the log of a PostgreSQL source with wal_level=logical, as the local one runs: the suite's
+# cycles stay in the watermark mode unless a test asks for a mode (capture=...), so that no test leaves a replication
+# slot behind by accident. Set before any test starts, so Airflow task processes and CLI runs inherit it.
+os.environ["CDC_SYNC_CAPTURE"] = "query"
 
 
 @pytest.fixture(autouse=True)

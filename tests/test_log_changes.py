@@ -13,6 +13,7 @@ from cdc_sync.config import build_config
 from cdc_sync.log_changes import collapse_in_segments
 from cdc_sync.log_spool import ChangeSpool
 from cdc_sync.plan import plan_table
+from cdc_sync.sources.base import SeenRowVersions
 from cdc_sync.sources.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -157,3 +158,18 @@ def test_a_transaction_the_peek_did_not_finish_is_never_applied(spool) -> None:
          [Begin(190, datetime(2026, 1, 2, tzinfo=UTC), 2), Insert(7, row("b", "queued", task="t2"))])
     assert [r["id"] for changes in collapsed(spool) for r in rows_of(changes)] == ["a"]
     assert [c.values["id"] for c in spool.versions("task_instance", 0)] == ["a"]
+
+
+def test_the_transactions_a_query_read_saw_are_left_out_across_a_wraparound(spool) -> None:
+    """The slot gives 32-bit ids; the query path's snapshot, 64-bit ones (here just past a wraparound): each id is
+    read as the one nearest the snapshot's xmax, and one in progress at the snapshot is not taken as seen."""
+    commit_time = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    transactions = [[Begin(end_lsn - 10, commit_time, xid), RELATION, Insert(7, row(uuid, "queued", task=uuid)),
+                     Commit(0, end_lsn - 10, end_lsn, commit_time)]
+                    for end_lsn, xid, uuid in [(100, 2**32 - 6, "a"), (200, 5, "b"), (300, 7, "c"), (400, 12, "d")]]
+    read(spool, *transactions)
+    seen = SeenRowVersions(2**32 - 20, 2**32 + 10, (2**32 + 7,))
+    assert [c.values["id"] for c in spool.versions("task_instance", 0, seen=seen)] == ["c", "d"]
+    assert [r["id"] for batch in spool.batches("task_instance", 0, seen) for r in batch.to_pylist()] == ["c", "d"]
+    assert [c.values["id"] for c in spool.versions("task_instance", 300, seen=seen)] == ["d"]
+    assert [c.values["id"] for c in spool.versions("task_instance", 0)] == ["a", "b", "c", "d"]

@@ -66,23 +66,31 @@ def test_a_publication_that_would_break_source_writes_or_leak_is_refused(identit
 
 
 def facts(**changes) -> SourceFacts:
-    base = dict(wal_level="logical", server_version=150004, superuser=False, replication=True,
+    base = dict(wal_level="logical", server_version=150004, role="airflow", superuser=False, replication=True,
                 rds_replication=False, may_create_publication=True, unowned_tables=(), slots_used=0,
-                slots_allowed=10, owned_log_exists=False)
+                slots_allowed=10)
     return SourceFacts(**{**base, **changes})
+
+
+SET_UP = {"slot_ready": True, "publication_current": True}  # an admin ran `cdc-sync capture setup`
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
     ({}, None),
-    ({"wal_level": "replica"}, "wal_level=replica"),
+    ({"wal_level": "replica"}, "wal_level is replica; set wal_level=logical and restart the source"),
     ({"server_version": 140010}, "PostgreSQL 14"),
-    ({"replication": False}, "grant it REPLICATION"),
+    ({"replication": False}, "the source role airflow lacks REPLICATION, which PostgreSQL requires to read a "
+                             "replication slot: ALTER ROLE airflow WITH REPLICATION"),
     ({"replication": False, "rds_replication": True}, None),
-    ({"replication": False, "owned_log_exists": True}, None),  # an admin ran setup
-    ({"may_create_publication": False}, "CREATE on the database"),
+    # Reading a slot needs REPLICATION even when an admin made it; setup spares only the publication's rights.
+    ({"replication": False, **SET_UP}, "the replication slot exists, but the source role airflow lacks REPLICATION"),
+    ({"may_create_publication": False, "unowned_tables": ("dag_run",), **SET_UP}, None),
+    ({"may_create_publication": False}, "may not create the publication: grant it CREATE on the database"),
     ({"unowned_tables": ("dag_run",)}, "does not own dag_run"),
+    ({"unowned_tables": ("dag_run",), "slot_ready": True}, "does not own dag_run"),  # the publication must change
     ({"slots_used": 10}, "all 10 replication slots"),
-    ({"wal_level": "replica", "owned_log_exists": True}, "wal_level=replica"),
+    ({"slots_used": 10, **SET_UP}, None),  # the slot is one of them
+    ({"wal_level": "replica", **SET_UP}, "wal_level is replica"),
 ])
 def test_auto_says_why_the_log_cannot_be_read(changes, reason) -> None:
     refusal = log_capture_refusal(facts(**changes))
@@ -119,7 +127,7 @@ def test_setup_publishes_no_secret_and_peeks_advances_and_drops_only_its_own(log
     connection_columns = next(table.columns for table in tables if table.name == "connection")
     assert "password" not in connection_columns and "extra" not in connection_columns
     with open_log(make_url(log_source), names) as log:
-        assert log.refusal(SYNCED) is None  # a superuser on a wal_level=logical server
+        assert log.refusal(tables) is None  # a superuser on a wal_level=logical server
         done = log.setup(tables)
         assert [line.split(" ")[:2] for line in done] == [["created", "publication"], ["created", "replication"]]
         assert log.setup(tables) == []  # nothing to do twice
@@ -158,9 +166,16 @@ def test_setup_publishes_no_secret_and_peeks_advances_and_drops_only_its_own(log
 
         # A table added to the sync is added to the publication.
         extended = [*tables, PublishedTable("job", ("id", "state"))]
-        assert log.setup(extended) == [f"set the tables of publication {names.publication} to "
-                                       + "; ".join(f"{t.name} ({', '.join(t.columns)})" for t in extended)]
-        assert {table.name for table in log.status().tables} == {*SYNCED, "job"}
+        done = log.setup(extended)
+        assert done[0].startswith(f"set the tables of publication {names.publication} to connection (id, ")
+        assert done[0].endswith("; dag_run (every column); task_instance (every column); job (id, state)")
+        # A column list only where a column is left out: PostgreSQL refuses to drop a listed column, so a list on a
+        # whole table would make Airflow's next upgrade fail on every column it drops.
+        assert {table.name: table.column_list for table in log.status().tables} == {
+            "connection": True, "dag_run": False, "task_instance": False, "job": True}
+        execute(log_source, "ALTER TABLE dag_run DROP COLUMN triggered_by")
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist, match="publication"):
+            execute(log_source, "ALTER TABLE job DROP COLUMN state")
 
         assert log.drop() == [f"dropped replication slot {names.slot}", f"dropped publication {names.publication}"]
         status = log.status()
@@ -201,17 +216,18 @@ def test_a_table_without_replica_identity_is_refused_before_anything_is_created(
 
 def test_a_role_without_replication_is_told_why(log_source: str) -> None:
     role = f"cdc_reader_{uuid.uuid4().hex[:8]}"
+    tables = published_tables(log_source)
     execute(log_source, f'CREATE ROLE "{role}" LOGIN')
     try:
         url = make_url(log_source).set(username=role)
         with open_log(url, LogNames.for_schema("mirror")) as log:
-            assert "grant it REPLICATION" in log.refusal(SYNCED)
+            assert f"ALTER ROLE {role} WITH REPLICATION" in log.refusal(tables)
         execute(log_source, f'ALTER ROLE "{role}" REPLICATION')
         with open_log(url, LogNames.for_schema("mirror")) as log:
-            assert "grant it CREATE on the database" in log.refusal(SYNCED)
+            assert "grant it CREATE on the database" in log.refusal(tables)
         execute(log_source, f'GRANT CREATE ON DATABASE "{url.database}" TO "{role}"')
         with open_log(url, LogNames.for_schema("mirror")) as log:
-            assert "does not own connection, dag_run, task_instance" in log.refusal(SYNCED)
+            assert "does not own connection, dag_run, task_instance" in log.refusal(tables)
     finally:
         execute(log_source, f'DROP OWNED BY "{role}"')
         execute(log_source, f'DROP ROLE "{role}"')

@@ -66,8 +66,9 @@ class AirflowDbSyncOperator(BaseOperator):
     :param deletes / table_deletes / include_columns / hash_columns / lookback_seconds / parallel_tables: as in
         :func:`cdc_sync.sync`. Hashed columns get HMAC-SHA-256 under the warehouse connection's extra ``hash_key``
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
-    :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
-        PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
+    :param capture: ``"auto"``, ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync` (default: the worker's
+        ``CDC_SYNC_CAPTURE``, else ``"auto"``): ``"log"`` reads PostgreSQL's write-ahead log and fails early, naming
+        the fix, when the source cannot.
     :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
         the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
         ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which
@@ -96,7 +97,7 @@ class AirflowDbSyncOperator(BaseOperator):
         hash_columns: Iterable[str] | None = None,
         lookback_seconds: float = 5.0,
         parallel_tables: int = 2,
-        capture: str = "auto",
+        capture: str | None = None,
         lock_wait_seconds: float = 300.0,
         verify: bool | str = False,
         **kwargs: Any,
@@ -108,7 +109,7 @@ class AirflowDbSyncOperator(BaseOperator):
         self.verify = verify
         if not connection_id or not isinstance(connection_id, str):
             raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
-        if capture not in CAPTURE_MODES:
+        if capture is not None and capture not in CAPTURE_MODES:
             raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)}.")
         if deletes not in DELETE_MODES:
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")

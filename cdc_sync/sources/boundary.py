@@ -22,7 +22,7 @@ from cdc_sync.types import TableSchema
 
 if TYPE_CHECKING:
     from cdc_sync.sources.postgres_log import LogChange, LogStatus, PostgresLog
-    from cdc_sync.sources.publication import PublishedTable
+    from cdc_sync.sources.publication import PublishedTable, SourceFacts
 
 log = logging.getLogger("cdc_sync")
 
@@ -148,7 +148,11 @@ class TranslatedLog:
         with self._boundary.translating("reading the replication slot's status"):
             return self.inner.status()
 
-    def refusal(self, tables: Sequence[str]) -> str | None:
+    def facts(self, tables: Sequence[PublishedTable]) -> SourceFacts:
+        with self._boundary.translating("checking whether the source allows log capture"):
+            return self.inner.facts(tables)
+
+    def refusal(self, tables: Sequence[PublishedTable]) -> str | None:
         with self._boundary.translating("checking whether the source allows log capture"):
             return self.inner.refusal(tables)
 

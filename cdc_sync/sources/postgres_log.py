@@ -26,11 +26,14 @@ from cdc_sync.sources.publication import (
     log_capture_refusal,
     ownership_mark,
     publication_problems,
+    publication_shape,
+    with_column_lists,
 )
 from cdc_sync.urls import URL, postgres_conninfo, source_schema
 
 FACTS_SQL = """
-SELECT current_setting('wal_level'), current_setting('server_version_num')::int, r.rolsuper, r.rolreplication,
+SELECT current_setting('wal_level'), current_setting('server_version_num')::int, r.rolname::text, r.rolsuper,
+       r.rolreplication,
        EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication' AND pg_has_role(r.oid, g.oid, 'MEMBER')),
        has_database_privilege(current_database(), 'CREATE'),
        ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -56,8 +59,15 @@ WHERE n.nspname = current_schema() AND c.relname = ANY(%s)
 PUBLICATION_SQL = """
 SELECT obj_description(p.oid, 'pg_publication') FROM pg_publication p WHERE p.pubname = %s
 """
+# Each published table, its published columns, and whether the publication lists them (prattrs: NULL when whole).
 PUBLISHED_TABLES_SQL = """
-SELECT tablename::text, attnames::text[] FROM pg_publication_tables WHERE pubname = %s ORDER BY tablename
+SELECT t.tablename::text, t.attnames::text[], r.prattrs IS NOT NULL
+FROM pg_publication_tables t
+JOIN pg_publication p ON p.pubname = t.pubname
+JOIN pg_namespace n ON n.nspname = t.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = c.oid
+WHERE t.pubname = %s ORDER BY t.tablename
 """
 SLOT_SQL = """
 SELECT plugin, active, restart_lsn::text, confirmed_flush_lsn::text,
@@ -145,7 +155,7 @@ class PostgresLog:
         tables: tuple[PublishedTable, ...] = ()
         if publication_owned:
             rows = self._connection.execute(PUBLISHED_TABLES_SQL, (names.publication,)).fetchall()
-            tables = tuple(PublishedTable(name, tuple(columns)) for name, columns in rows)
+            tables = tuple(PublishedTable(name, tuple(columns), listed) for name, columns, listed in rows)
         slot = self._one(SLOT_SQL, (names.slot,))
         if slot is None:
             slot_exists = self._one(FOREIGN_SLOT_SQL, (names.slot,)) is not None
@@ -175,12 +185,20 @@ class PostgresLog:
             )
         return status
 
-    def refusal(self, tables: Sequence[str]) -> str | None:
-        """Why this source role cannot capture ``tables`` from the log, or None when it can (the ``auto`` choice)."""
-        row = self._one(FACTS_SQL, (list(tables),))
+    def facts(self, tables: Sequence[PublishedTable]) -> SourceFacts:
+        """What decides whether this role may capture ``tables`` from the log: the settings, the role's rights,
+        and whether cdc_sync's slot and a publication of exactly these tables and columns exist already."""
+        row = self._one(FACTS_SQL, ([table.name for table in tables],))
         status = self.status()
-        return log_capture_refusal(SourceFacts(*row[:-2], slots_used=row[-2], slots_allowed=row[-1],
-                                               owned_log_exists=status.ready))
+        return SourceFacts(*row[:7], unowned_tables=tuple(row[7]), slots_used=row[8], slots_allowed=row[9],
+                           slot_ready=status.slot_owned, slot_retained_wal=status.retained_wal_bytes,
+                           published_tables=tuple(table.name for table in status.tables),
+                           publication_current=status.publication_owned and publication_shape(status.tables)
+                           == publication_shape(with_column_lists(tables, self._identities([t.name for t in tables]))))
+
+    def refusal(self, tables: Sequence[PublishedTable]) -> str | None:
+        """Why this source role cannot capture ``tables`` from the log, or None when it can (the ``auto`` choice)."""
+        return log_capture_refusal(self.facts(tables))
 
     # Setup and teardown.
 
@@ -195,9 +213,11 @@ class PostgresLog:
             raise ConfigError(f"Cannot publish the synced tables for log capture: {'; '.join(problems)}. "
                               "Leave those tables out, or use the query capture mode.")
         done: list[str] = []
+        tables = with_column_lists(tables, identities)
         schema = quote(self._one(CURRENT_SCHEMA_SQL)[0])
         table_list = ", ".join(
-            f"{schema}.{quote(table.name)} ({', '.join(quote(column) for column in table.columns)})"
+            f"{schema}.{quote(table.name)}"
+            + (f" ({', '.join(quote(column) for column in table.columns)})" if table.column_list else "")
             for table in tables
         )
         publication = quote(self.names.publication)
@@ -208,7 +228,7 @@ class PostgresLog:
                 self._client_cursor().execute(f"COMMENT ON PUBLICATION {publication} IS %s",
                                               (ownership_mark(self.names),))
             done.append(f"created publication {self.names.publication} for {_describe(tables)}")
-        elif _column_sets(status.tables) != _column_sets(tables):
+        elif publication_shape(status.tables) != publication_shape(tables):
             self._connection.execute(f"ALTER PUBLICATION {publication} SET TABLE {table_list}")
             done.append(f"set the tables of publication {self.names.publication} to {_describe(tables)}")
         if not status.slot_exists:
@@ -275,9 +295,6 @@ class PostgresLog:
         return psycopg.ClientCursor(self._connection)
 
 
-def _column_sets(tables: Sequence[PublishedTable]) -> dict[str, frozenset[str]]:
-    return {table.name: frozenset(table.columns) for table in tables}
-
-
 def _describe(tables: Sequence[PublishedTable]) -> str:
-    return "; ".join(f"{table.name} ({', '.join(table.columns)})" for table in tables)
+    return "; ".join(f"{table.name} ({', '.join(table.columns) if table.column_list else 'every column'})"
+                     for table in tables)

@@ -71,10 +71,31 @@ def ownership_mark(names: LogNames) -> str:
 
 @dataclass(frozen=True)
 class PublishedTable:
-    """A synced table and the columns that may leave the source (secret columns are not among them)."""
+    """A synced table and the columns that may leave the source (secret columns are not among them).
+
+    ``column_list``: published with a column list. Only a table with a column left out gets one: PostgreSQL refuses
+    to drop a column a publication lists, which would make an Airflow upgrade (``airflow db migrate``) fail on the
+    columns it drops; a table published whole follows its columns as they change."""
 
     name: str
     columns: tuple[str, ...]
+    column_list: bool = True
+
+
+def with_column_lists(tables: Iterable[PublishedTable], identities: Mapping[str, ReplicaIdentity]) \
+        -> list[PublishedTable]:
+    """The tables as they are published: a column list where a column of the table is left out, else none."""
+    published = []
+    for table in tables:
+        identity = identities.get(table.name)
+        whole = identity is not None and set(identity.all_columns) <= set(table.columns)
+        published.append(PublishedTable(table.name, table.columns, column_list=not whole))
+    return published
+
+
+def publication_shape(tables: Iterable[PublishedTable]) -> dict[str, tuple[frozenset[str], bool]]:
+    """What decides whether a publication must change: each table's columns, and whether it has a column list."""
+    return {table.name: (frozenset(table.columns), table.column_list) for table in tables}
 
 
 @dataclass(frozen=True)
@@ -119,10 +140,12 @@ def publication_problems(tables: Iterable[PublishedTable], identities: Mapping[s
 
 @dataclass(frozen=True)
 class SourceFacts:
-    """What decides whether this source role may capture from the log (read in one query)."""
+    """What decides whether this source role may capture from the log (read in one query, plus the slot's and
+    publication's status)."""
 
     wal_level: str
     server_version: int
+    role: str
     superuser: bool
     replication: bool  # the REPLICATION attribute
     rds_replication: bool  # member of RDS's rds_replication role
@@ -130,29 +153,53 @@ class SourceFacts:
     unowned_tables: tuple[str, ...]  # synced tables the role does not own (CREATE PUBLICATION needs ownership)
     slots_used: int
     slots_allowed: int
-    owned_log_exists: bool  # the slot and publication exist, made by cdc_sync (an admin may have run setup)
+    slot_ready: bool = False  # cdc_sync's slot exists (made by a cycle, or by an admin's `cdc-sync capture setup`)
+    publication_current: bool = False  # cdc_sync's publication lists exactly the synced tables and columns
+    slot_retained_wal: int | None = None  # bytes of WAL cdc_sync's slot keeps from being recycled
+    published_tables: tuple[str, ...] = ()  # the tables cdc_sync's publication lists (none: no publication yet)
+
+
+def table_set_taken(published: Iterable[str], wanted: Iterable[str]) -> str | None:
+    """Why ``capture=auto`` leaves cdc_sync's publication alone: it lists another set of tables than this cycle syncs,
+    so another cycle of the schema reads it (a fan-out over tables, one mapped task per table) or the table options
+    changed. Moving it would take the log from that cycle; None when the sets agree or there is no publication."""
+    published, wanted = sorted(set(published)), sorted(set(wanted))
+    if not published or published == wanted:
+        return None
+    return (f"cdc_sync's publication of this schema lists {', '.join(published)}, and this cycle syncs "
+            f"{', '.join(wanted)}: one table set reads the log of a schema, and auto leaves the publication to the "
+            "cycles of that set (a fan-out over tables takes the watermark mode, except for that set). To move it to "
+            "this table set, run `cdc-sync capture setup` with this cycle's table options, or give capture=log")
 
 
 def log_capture_refusal(facts: SourceFacts) -> str | None:
-    """Why the log cannot be read from this source (one sentence with the fix), or None when it can."""
+    """Why the log cannot be read from this source (one sentence with the fix), or None when it can.
+
+    PostgreSQL lets only a superuser or a role with REPLICATION read a replication slot, even one an admin made
+    (RDS and Aurora grant it through membership of ``rds_replication``). So a slot made by ``cdc-sync capture
+    setup`` spares the cycle's role the rights to *create* the publication (CREATE on the database, owning the
+    tables), never REPLICATION itself."""
     if facts.wal_level != "logical":
-        return (f"the source runs with wal_level={facts.wal_level}; logical decoding needs wal_level=logical "
-                "(self-hosted: ALTER SYSTEM SET wal_level = logical and a restart; RDS: rds.logical_replication=1; "
-                "Cloud SQL: cloudsql.logical_decoding=on)")
+        return (f"wal_level is {facts.wal_level}; set wal_level=logical and restart the source to use log capture "
+                "(RDS and Aurora: rds.logical_replication=1 in the parameter group and a reboot; Cloud SQL: the "
+                "cloudsql.logical_decoding flag)")
     if facts.server_version < COLUMN_LISTS_FROM:
         return (f"the source runs PostgreSQL {facts.server_version // 10000}; log capture needs 15 or later, whose "
                 "publication column lists keep secret columns inside the source database")
-    if facts.owned_log_exists:
-        return None
     if not (facts.superuser or facts.replication or facts.rds_replication):
-        return ("the source role may not create a replication slot: grant it REPLICATION (RDS: GRANT "
-                "rds_replication), or let an admin run `cdc-sync capture setup` once")
-    if not (facts.superuser or facts.may_create_publication):
-        return "the source role may not create a publication: grant it CREATE on the database"
-    if facts.unowned_tables:
-        return (f"the source role does not own {', '.join(facts.unowned_tables)}, and only a table's owner may "
-                "publish it: run `cdc-sync capture setup` as Airflow's own role once")
-    if facts.slots_used >= facts.slots_allowed:
+        made = "the replication slot exists, but " if facts.slot_ready else ""
+        return (f"{made}the source role {facts.role} lacks REPLICATION, which PostgreSQL requires to read a "
+                f"replication slot: ALTER ROLE {facts.role} WITH REPLICATION (RDS and Aurora: GRANT rds_replication "
+                f"TO {facts.role}; Cloud SQL: ALTER USER {facts.role} WITH REPLICATION)")
+    if not facts.publication_current:
+        if not (facts.superuser or facts.may_create_publication):
+            return (f"the source role {facts.role} may not create the publication: grant it CREATE on the "
+                    "database, or let an admin run `cdc-sync capture setup` once with the same table options")
+        if facts.unowned_tables:
+            return (f"the source role {facts.role} does not own {', '.join(facts.unowned_tables)}, and only a "
+                    "table's owner may publish it: run `cdc-sync capture setup` with the same table options as "
+                    "Airflow's own role once")
+    if not facts.slot_ready and facts.slots_used >= facts.slots_allowed:
         return (f"all {facts.slots_allowed} replication slots of the source are in use: raise "
                 "max_replication_slots, or drop an unused slot")
     return None
