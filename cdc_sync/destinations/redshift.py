@@ -15,6 +15,18 @@ Choices, and why:
 * **Bulk path**: ``COPY`` of Parquet files from S3 when ``s3_bucket`` and ``iam_role`` options are set; otherwise
   multi-row ``INSERT … VALUES`` with bound parameters into a temporary staging table, each statement kept under
   Redshift's 16 MB statement limit and the protocol's 32,767 parameters.
+* **State writes under ``LOCK``**: Redshift runs every transaction SERIALIZABLE and checks it per table, so two
+  tables' transactions that both read and write ``_cdc_watermarks`` (its ``DELETE`` reads it) would abort one with
+  error 1023. Redshift's remedy is an explicit ``LOCK`` of the shared tables as the first statement, before the
+  snapshot is taken. A transaction opened by :meth:`RedshiftDestination.begin` on a connection that knows its
+  schema (:meth:`~RedshiftDestination.use_schema`) therefore does its session-local work first (dropping, creating
+  and loading the temporary staging table while the source is read, committed alone: the rows stay in the
+  session), and the first statement that touches anything else commits that, then takes ``LOCK _cdc_meta,
+  _cdc_runs, _cdc_watermarks`` (one statement, always that order) and carries on: the MERGE, deletes and state of
+  different tables take turns, their reads and staging run side by side. A statement counts as session-local only
+  when the dialect built it as a :class:`StagingStatement`; anything else takes the lock, so a new kind of write
+  cannot slip past it. No deadlock: the three tables are taken at once, the lease table ``_cdc_locks`` in
+  transactions of its own, and no transaction holding the state lock waits for a table another one holds.
 * **Cycle locks**: Redshift has no advisory locks. A lease row in ``_cdc_locks`` per lock (the schema's, and one
   per table being synced) is taken under ``LOCK`` (an exclusive table lock held to commit, so two cycles cannot
   both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds`` so a crashed
@@ -52,6 +64,7 @@ from cdc_sync.destinations.redshift_settings import (  # re-exported: airflow.co
     redshift_settings_from_connection as redshift_settings_from_connection,
 )
 from cdc_sync.errors import DestinationError
+from cdc_sync.state import META, RUNS, WATERMARKS
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import URL, redact
 
@@ -71,6 +84,15 @@ class Script(Statement):
 
     parts: tuple[Statement, ...] = ()
     counted: int = -1
+
+
+@dataclass(frozen=True)
+class StagingStatement(Statement):
+    """A statement on a session-local temporary table only: it may run before the state lock."""
+
+
+# The tables every table's transaction reads or writes besides its own mirror, locked in this order.
+SHARED_STATE_TABLES = tuple(sorted((META, RUNS, WATERMARKS)))
 
 
 class RedshiftDialect(LeaseLockDialect):
@@ -159,7 +181,7 @@ class RedshiftDialect(LeaseLockDialect):
         def literal(value: str) -> str:
             return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
-        return Statement(
+        return StagingStatement(
             f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM {literal(prefix)} "
             f"IAM_ROLE {literal(iam_role)} FORMAT AS PARQUET SERIALIZETOJSON"
         )
@@ -171,6 +193,20 @@ class RedshiftDialect(LeaseLockDialect):
 
     def session_setup(self) -> Statement:
         return Statement("SET timezone TO 'UTC'")
+
+    # ---- staging: session-local, so it may run before the state lock ------------------------------------------
+    def create_staging(self, staging: str, columns: Sequence[ColumnSpec]) -> Statement:
+        return StagingStatement(super().create_staging(staging, columns).sql)
+
+    def drop_staging(self, staging: str) -> Statement:
+        return StagingStatement(super().drop_staging(staging).sql)
+
+    def empty_table(self, relation: str) -> Statement:
+        return StagingStatement(super().empty_table(relation).sql)  # unqualified: only staging tables are emptied
+
+    def lock_shared_state(self, schema: str) -> Statement:
+        """The first statement of every transaction that writes a table or the state (see the module's notes)."""
+        return Statement("LOCK " + ", ".join(self.table(schema, name) for name in SHARED_STATE_TABLES))
 
     # ---- the cycle lock: a lease row under LOCK -------------------------------------------------------------
     def lock_table(self, schema: str) -> Statement:
@@ -249,6 +285,8 @@ class RedshiftDestination(Destination):
         self.lease_seconds = float(self.options.get("lock_lease_seconds", DEFAULT_LEASE_SECONDS))
         self._connection = self._connect(connect_arguments(url, self.options))
         self._leases: dict[str, tuple[str, str]] = {}  # lock name: (schema, holder)
+        self._schema: str | None = None  # whose state tables the transactions begun here lock
+        self._lock_pending = False  # begun, and only session-local work done so far
         self.execute(self.dialect.session_setup())
         self._connection.commit()
 
@@ -272,15 +310,31 @@ class RedshiftDestination(Destination):
         if isinstance(statement, Script):
             counts = [self.execute(part) for part in statement.parts]
             return counts[statement.counted]
+        self._lock_before(statement)
         return self._cursor_execute(statement).rowcount
 
     def query(self, statement: Statement) -> list[tuple[Any, ...]]:
+        self._lock_before(statement)
         return [tuple(row) for row in self._cursor_execute(statement).fetchall()]
+
+    def use_schema(self, schema: str) -> None:
+        self._schema = schema
 
     def begin(self) -> None:
         self._connection.commit()  # the driver opens a transaction at the first statement; start clean
+        self._lock_pending = self._schema is not None
+
+    def _lock_before(self, statement: Statement) -> None:
+        """Before the transaction's first statement that is not session-local: commit the staging done so far (the
+        temporary tables keep their rows) and open the writing transaction with the state lock."""
+        if self._lock_pending and not isinstance(statement, StagingStatement):
+            self._lock_pending = False
+            assert self._schema is not None
+            self._connection.commit()
+            self._cursor_execute(self.dialect.lock_shared_state(self._schema))
 
     def commit(self) -> None:
+        self._lock_pending = False
         self._renew_leases()
         self._connection.commit()
 
@@ -290,6 +344,7 @@ class RedshiftDestination(Destination):
             self.execute(self.dialect.renew_lease(schema, lock, holder, self._expiry()))
 
     def rollback(self) -> None:
+        self._lock_pending = False
         self._connection.rollback()
 
     def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
