@@ -163,6 +163,13 @@ def test_every_writing_transaction_opens_with_the_state_lock(airflow3_source, dr
         assert is_state_lock(statements[0].sql), [event.sql[:80] for event in statements]
         assert sum(is_state_lock(event.sql) for event in statements) == 1
         assert end.kind == "commit"
+    # The lease rows: taken and released in transactions that open with LOCK of the lease table.
+    leases = [statements for statements, _ in recorder.transactions()
+              if any(target(e.sql)[1] is not None and target(e.sql)[1].name == "_cdc_locks"
+                     and issubclass(target(e.sql)[0], WRITES) for e in statements)]
+    assert len(leases) >= 2 * (1 + len(TABLES))  # each cycle's schema and table leases, taken and released
+    for statements in leases:
+        assert statements[0].sql == 'LOCK "airflow-qwe123"."_cdc_locks"', [e.sql[:60] for e in statements]
     staged_first = [statements for statements, _ in writing if "TEMPORARY TABLE" in statements[0].sql]
     assert not staged_first  # the staging before the lock was committed apart: the lock is always first
     # The incremental cycle staged task_instance's changes before taking the lock.
@@ -195,12 +202,12 @@ def test_concurrent_table_cycles_take_turns_only_at_the_state_lock(airflow3_sour
     run, execute = TableCycle.run, RedshiftDestination._cursor_execute
 
     def table_run(self, *args, **kwargs):
-        in_table.arriving = True
+        in_table.arriving = not getattr(in_table, "met", False)  # once: a retried attempt does not meet again
         return run(self, *args, **kwargs)
 
     def meeting_execute(self, statement):
         if getattr(in_table, "arriving", False) and touches_permanent_table(statement.sql):
-            in_table.arriving = False
+            in_table.arriving, in_table.met = False, True
             meet.wait(timeout=30)
         return execute(self, statement)
 
@@ -225,6 +232,7 @@ def test_concurrent_table_cycles_take_turns_only_at_the_state_lock(airflow3_sour
     assert not errors, errors
     assert len(reports) == len(changed) and all(report.ok for report in reports.values()), reports
 
+    assert not [e.sql for e in recorder.events if e.kind == "error"]  # nothing failed to serialize, nothing retried
     writing = writing_transactions(recorder)
     assert len(writing) >= len(changed)
     # From the moment the first statement returned (the lock is held by then) to the moment the commit was sent
@@ -232,7 +240,6 @@ def test_concurrent_table_cycles_take_turns_only_at_the_state_lock(airflow3_sour
     sections = sorted((statements[0].finished, end.started) for statements, end in writing)
     for (_, first_end), (second_start, _) in itertools.pairwise(sections):
         assert second_start >= first_end, sections  # one locked section at a time
-    assert not [e.sql for e in recorder.events if e.kind == "error"]  # nothing failed to serialize, nothing retried
 
     for table in TABLES:
         # The driver's bytes stand-in divergence (test_redshift_driver.py) aside, every column.
