@@ -25,12 +25,15 @@ Choices, and why:
   _cdc_runs, _cdc_watermarks`` (one statement, always that order) and carries on: the MERGE, deletes and state of
   different tables take turns, their reads and staging run side by side. A statement counts as session-local only
   when the dialect built it as a :class:`StagingStatement`; anything else takes the lock, so a new kind of write
-  cannot slip past it. No deadlock: the three tables are taken at once, the lease table ``_cdc_locks`` in
-  transactions of its own, and no transaction holding the state lock waits for a table another one holds.
+  cannot slip past it. No deadlock: every ``LOCK`` names its tables in one order (``_cdc_locks`` first, where a
+  connection that holds leases renews them at its commits, as ``verify --fix`` does), lease rows are otherwise
+  taken and released in transactions of their own that lock only ``_cdc_locks``, and no transaction holding the
+  state lock waits for a table another one holds.
 * **Cycle locks**: Redshift has no advisory locks. A lease row in ``_cdc_locks`` per lock (the schema's, and one
-  per table being synced) is taken under ``LOCK`` (an exclusive table lock held to commit, so two cycles cannot
-  both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds`` so a crashed
-  cycle does not block a table forever, and taking a lease or committing on the connection renews the others.
+  per table being synced) is taken and released under ``LOCK`` (an exclusive table lock held to commit, so two
+  cycles cannot both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds``
+  so a crashed cycle does not block a table forever, and taking a lease or committing on the connection renews
+  the others.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ class StagingStatement(Statement):
     """A statement on a session-local temporary table only: it may run before the state lock."""
 
 
-# The tables every table's transaction reads or writes besides its own mirror, locked in this order.
+# The tables every table's transaction reads or writes besides its own mirror, locked in this order, after the
+# lease table where the transaction renews leases (LOCKS sorts first: every LOCK takes its tables in one order).
 SHARED_STATE_TABLES = tuple(sorted((META, RUNS, WATERMARKS)))
 
 
@@ -199,9 +203,11 @@ class RedshiftDialect(LeaseLockDialect):
     def empty_table(self, relation: str) -> Statement:
         return StagingStatement(super().empty_table(relation).sql)  # unqualified: only staging tables are emptied
 
-    def lock_shared_state(self, schema: str) -> Statement:
-        """The first statement of every transaction that writes a table or the state (see the module's notes)."""
-        return Statement("LOCK " + ", ".join(self.table(schema, name) for name in SHARED_STATE_TABLES))
+    def lock_shared_state(self, schema: str, with_leases: bool = False) -> Statement:
+        """The first statement of every transaction that writes a table or the state (see the module's notes);
+        ``with_leases`` adds the lease table first, for a connection whose commits renew its leases."""
+        tables = ((LOCKS,) if with_leases else ()) + SHARED_STATE_TABLES
+        return Statement("LOCK " + ", ".join(self.table(schema, name) for name in tables))
 
     # ---- the cycle lock: a lease row under LOCK -------------------------------------------------------------
     def lock_table(self, schema: str) -> Statement:
@@ -279,7 +285,7 @@ class RedshiftDestination(Destination):
             self._lock_pending = False
             assert self._schema is not None
             self._connection.commit()
-            self._cursor_execute(self.dialect.lock_shared_state(self._schema))
+            self._cursor_execute(self.dialect.lock_shared_state(self._schema, with_leases=bool(self._leases)))
 
     def commit(self) -> None:
         self._lock_pending = False
