@@ -24,7 +24,7 @@ Choices, and why:
   session), and the first statement that touches anything else commits that, then takes ``LOCK _cdc_meta,
   _cdc_runs, _cdc_watermarks`` (one statement, always that order) and carries on: the MERGE, deletes and state of
   different tables take turns, their reads and staging run side by side. A statement counts as session-local only
-  when the dialect built it as a :class:`StagingStatement`; anything else takes the lock, so a new kind of write
+  when the dialect built it as a :class:`SessionLocalStatement`; anything else takes the lock, so a new kind of write
   cannot slip past it. No deadlock: every ``LOCK`` names its tables in one order (``_cdc_locks`` first, where a
   connection that holds leases renews them at its commits, as ``verify --fix`` does), lease rows are otherwise
   taken and released in transactions of their own that lock only ``_cdc_locks``, and no transaction holding the
@@ -85,7 +85,7 @@ class Script(Statement):
 
 
 @dataclass(frozen=True)
-class StagingStatement(Statement):
+class SessionLocalStatement(Statement):
     """A statement on a session-local temporary table only: it may run before the state lock."""
 
 
@@ -180,7 +180,7 @@ class RedshiftDialect(LeaseLockDialect):
         def literal(value: str) -> str:
             return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
-        return StagingStatement(
+        return SessionLocalStatement(
             f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM {literal(prefix)} "
             f"IAM_ROLE {literal(iam_role)} FORMAT AS PARQUET SERIALIZETOJSON"
         )
@@ -195,13 +195,13 @@ class RedshiftDialect(LeaseLockDialect):
 
     # ---- staging: session-local, so it may run before the state lock ------------------------------------------
     def create_staging(self, staging: str, columns: Sequence[ColumnSpec]) -> Statement:
-        return StagingStatement(super().create_staging(staging, columns).sql)
+        return SessionLocalStatement(super().create_staging(staging, columns).sql)
 
     def drop_staging(self, staging: str) -> Statement:
-        return StagingStatement(super().drop_staging(staging).sql)
+        return SessionLocalStatement(super().drop_staging(staging).sql)
 
     def empty_table(self, relation: str) -> Statement:
-        return StagingStatement(super().empty_table(relation).sql)  # unqualified: only staging tables are emptied
+        return SessionLocalStatement(super().empty_table(relation).sql)  # unqualified: only staging tables are emptied
 
     def lock_shared_state(self, schema: str, with_leases: bool = False) -> Statement:
         """The first statement of every transaction that writes a table or the state (see the module's notes);
@@ -281,7 +281,7 @@ class RedshiftDestination(Destination):
     def _lock_before(self, statement: Statement) -> None:
         """Before the transaction's first statement that is not session-local: commit the staging done so far (the
         temporary tables keep their rows) and open the writing transaction with the state lock."""
-        if self._lock_pending and not isinstance(statement, StagingStatement):
+        if self._lock_pending and not isinstance(statement, SessionLocalStatement):
             self._lock_pending = False
             assert self._schema is not None
             self._connection.commit()
