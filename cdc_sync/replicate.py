@@ -303,8 +303,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             state = StateStore(destination, config.schema)
             with locks.schema_section():
                 state.migrate()
+                destination.use_schema(config.schema)  # the state tables exist: Redshift's writes may lock them
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
-            destination.use_schema(config.schema)
             with contextlib.ExitStack() as log_hold:
                 log_session = None
                 if capture.mode == "log":

@@ -13,16 +13,14 @@ import sqlglot
 from sqlglot import exp
 
 import cdc_sync
-from cdc_sync.destinations import redshift
+from cdc_sync.destinations import redshift_values
 from cdc_sync.destinations.redshift import (
-    TRUNCATION_MARKER,
-    VARCHAR_MAX_BYTES,
     RedshiftDestination,
     RedshiftDialect,
     connect_arguments,
-    fit_text,
     redshift_settings_from_connection,
 )
+from cdc_sync.destinations.redshift_values import TRUNCATION_MARKER, VARCHAR_MAX_BYTES, fit_text
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import parse_url, postgres_conninfo
 from tests.lease_checks import check_table_leases
@@ -141,8 +139,8 @@ def test_bulk_path_issues_a_bounded_number_of_statements(airflow3_source, redshi
     assert report.ok and report.tables[0].rows_read == 30030
     assert count(pg, "SELECT count(*) FROM log") == 30030
     inserts = [s for s in sent if s.startswith('INSERT INTO "_cdc_stage_rows_log"')]
-    assert 1 < len(inserts) <= 30030 * 12 // redshift.MAX_PARAMETERS + 1  # multi-row, never per row
-    assert all(len(s.encode()) < redshift.STATEMENT_LIMIT_BYTES for s in sent)
+    assert 1 < len(inserts) <= 30030 * 12 // redshift_values.MAX_PARAMETERS + 1  # multi-row, never per row
+    assert all(len(s.encode()) < redshift_values.STATEMENT_LIMIT_BYTES for s in sent)
     assert len(sent) < 120, len(sent)
 
 

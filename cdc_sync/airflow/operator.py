@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cdc_sync.airflow import resolve
-from cdc_sync.airflow.compat import AirflowFailException, BaseOperator, OutletAsset
+from cdc_sync.airflow.compat import AirflowFailException, AirflowSkipException, BaseOperator, OutletAsset
 from cdc_sync.airflow.connections import engine_for_db_type
 from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
 from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import CAPTURE_MODES, DELETE_MODES
-from cdc_sync.errors import ConfigError
+from cdc_sync.errors import ConfigError, UnknownTableError
 from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
@@ -25,6 +25,14 @@ VERIFY_CHOICES = (False, True, "fix")
 # What the decorated function may return (a dict with any of these keys) to adjust one run.
 OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
                                  "hash_columns", "lookback_seconds", "parallel_tables"})
+
+
+def absent_default_tables(tables: Iterable[str]) -> str:
+    """Why a task whose every table is a default one this Airflow database lacks is skipped, not failed."""
+    return (f"{', '.join(tables)}: not in this Airflow database, so this task has nothing to sync and is skipped. "
+            "Airflow's default tables differ by version and auth manager (task_fail is gone in Airflow 3, the ab_* "
+            "tables exist only with the FAB auth manager); a task mapped over tables_to_fan_out() gets one of these "
+            "where they are absent. To map only over tables this database has, give tables_to_fan_out(tables=[...]).")
 
 
 def table_names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
@@ -141,6 +149,10 @@ class AirflowDbSyncOperator(BaseOperator):
         were synced (so Airflow retries and alerts). Returns the cycle summary (the XCom)."""
         try:
             report = self._sync(self._request(overrides))
+        except UnknownTableError as error:
+            if set(error.missing) == set(error.requested) and set(error.missing) <= set(DEFAULT_TABLES):
+                raise AirflowSkipException(absent_default_tables(error.missing)) from None
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from None
         except ConfigError as error:
             raise AirflowFailException(f"{type(error).__name__}: {error}") from None
         # The core logs each table's strategy, rows and timing as it commits; this closes the cycle.
