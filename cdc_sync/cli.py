@@ -82,6 +82,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
                      help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
                           "queries, or auto (says which it chose and why)."),
+        click.option("--history", is_flag=True,
+                     help="Keep every version of each row in <table>__history (DuckDB, PostgreSQL): each committed "
+                          "version in log capture, the versions each cycle saw in query capture."),
         click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Seconds to wait for a table another cycle is syncing (the others go on meanwhile); "
                           "then it is left to that cycle. On DuckDB: for the process writing the file."),
@@ -94,7 +97,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables, capture, lock_wait) -> dict[str, Any]:
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture, history,
+             lock_wait) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
     return {
@@ -110,6 +114,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
         "capture": capture,
+        "history": history,
         "lock_wait_seconds": lock_wait,
         "raise_on_failure": False,
     }

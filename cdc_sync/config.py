@@ -19,6 +19,8 @@ CaptureMode = Literal["auto", "log", "query"]
 CAPTURE_MODES: tuple[str, ...] = ("auto", "log", "query")
 DEFAULT_MAX_RETAINED_WAL = 1 << 30
 DEFAULT_SCHEMA = "airflow"
+# Destinations whose history tables are not written yet (cdc_sync.history): refused before anything connects.
+HISTORY_UNSUPPORTED = frozenset({"snowflake", "redshift"})
 DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -72,6 +74,8 @@ class SyncConfig:
     capture: CaptureMode = "auto"
     # Log capture: WAL the slot may keep (bytes) before the cycle drops it and resyncs in the watermark mode.
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL
+    # Keep every version of each row in <table>__history (cdc_sync.history).
+    history: bool = False
 
     @property
     def source_engine(self) -> str:
@@ -104,6 +108,7 @@ def build_config(
     hash_key: str | None = None,
     capture: str = "auto",
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
+    history: bool = False,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -132,6 +137,11 @@ def build_config(
     if isinstance(max_retained_wal, bool) or not isinstance(max_retained_wal, int) or max_retained_wal < 1:
         raise ConfigError(f"max_retained_wal={max_retained_wal!r} must be a whole number of bytes, at least 1 (default "
                           f"{DEFAULT_MAX_RETAINED_WAL}, 1 GiB).")
+    if not isinstance(history, bool):
+        raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
+    if history and engine_of(destination_url, role="destination") in HISTORY_UNSUPPORTED:
+        raise ConfigError(f"history=True is not supported on {engine_of(destination_url, role='destination')} yet: "
+                          "keep history in a DuckDB or PostgreSQL mirror, or sync without --history.")
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
@@ -157,5 +167,6 @@ def build_config(
         destination_options=dict(destination_options or {}),
         capture=capture,  # type: ignore[arg-type]
         max_retained_wal=max_retained_wal,
+        history=history,
         hash_key=validate_key(hash_key if hash_key is not None else os.environ.get("CDC_SYNC_HASH_KEY")),
     )

@@ -144,7 +144,7 @@ def _read(messages: Iterable[Any], tables: set[str]) \
     relations: dict[int, Relation] = {}
     changes: dict[str, list[LoggedChange]] = {}
     identities: dict[str, tuple[str, ...]] = {}
-    pending: list[tuple[str, Any, Relation]] = []  # the open transaction's row messages
+    pending: list[tuple[str, Any, Relation, int]] = []  # the open transaction's row messages, with their LSNs
     last_commit = 0
     for item in messages:
         message = item.message
@@ -153,20 +153,22 @@ def _read(messages: Iterable[Any], tables: set[str]) \
             identities[message.name] = tuple(column.name for column in message.columns if column.is_key)
         elif isinstance(message, Insert | Update | Delete):
             relation = relations[message.relation_id]
-            pending.append((relation.name, message, relation))
+            pending.append((relation.name, message, relation, item.lsn))
         elif isinstance(message, Truncate):
             for relation_id in message.relation_ids:
                 relation = relations[relation_id]
-                pending.append((relation.name, message, relation))
+                pending.append((relation.name, message, relation, item.lsn))
         elif isinstance(message, Commit):
             last_commit = message.end_lsn
-            for name, row_message, relation in pending:
+            for name, row_message, relation, lsn in pending:
                 if name not in tables:
                     continue
                 if isinstance(row_message, Truncate):
-                    changes.setdefault(name, []).append(LoggedChange(message.end_lsn, "truncate"))
+                    changes.setdefault(name, []).append(
+                        LoggedChange(message.end_lsn, "truncate", {}, lsn, message.commit_time, "truncate"))
                 else:
-                    changes.setdefault(name, []).extend(logged_changes(row_message, relation, message.end_lsn))
+                    changes.setdefault(name, []).extend(
+                        logged_changes(row_message, relation, message.end_lsn, lsn, message.commit_time))
             pending = []
     return changes, identities, last_commit
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -32,11 +33,17 @@ RowValues = dict[str, Value]
 @dataclass(frozen=True)
 class LoggedChange:
     """One change of a table as the log holds it: ``kind`` is upsert, delete or truncate; ``values`` maps column
-    names to their text forms (for a delete, the replica identity columns only)."""
+    names to their text forms (for a delete, the replica identity columns only). ``lsn``, ``committed_at`` and
+    ``op`` are what a history table records of it (:mod:`cdc_sync.history_log`): the change's own WAL position, its
+    transaction's commit time, and insert, update, delete or truncate ("" for the delete of an old replica identity
+    that an UPDATE implies: in the history, that UPDATE is one version)."""
 
     end_lsn: int  # the end of its transaction's commit record
     kind: str
     values: RowValues = field(default_factory=dict)
+    lsn: int = 0
+    committed_at: datetime | None = None
+    op: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,36 +63,38 @@ class TableLogChanges:
     deleted_keys: list[pa.RecordBatch]
     upserts: list[UpsertGroup]
     changes_read: int
+    # Every change, uncollapsed and in LSN order: what a history table records (cdc_sync.history_log).
+    versions: tuple[LoggedChange, ...] = ()
 
     @property
     def rows(self) -> int:
         return sum(batch.num_rows for group in self.upserts for batch in group.batches)
 
 
-def logged_changes(message: Insert | Update | Delete | Truncate, relation: Relation,
-                   end_lsn: int) -> Iterator[LoggedChange]:
+def logged_changes(message: Insert | Update | Delete | Truncate, relation: Relation, end_lsn: int, lsn: int = 0,
+                   committed_at: datetime | None = None) -> Iterator[LoggedChange]:
     """A decoded row message as the changes it makes to its table (a TRUNCATE: one per table, see
-    :func:`truncated_tables`)."""
+    :func:`truncated_tables`). ``lsn`` is the message's own position, ``committed_at`` its transaction's."""
     names = relation.column_names
     identity = tuple(column.name for column in relation.columns if column.is_key)
     if isinstance(message, Insert):
-        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)))
+        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)), lsn, committed_at, "insert")
     elif isinstance(message, Update):
         new = dict(zip(names, message.new, strict=True))
         if message.old is not None:
             old = dict(zip(names, message.old, strict=True))
             old_key = {name: old[name] for name in identity}
             if any(old_key[name] != new[name] for name in identity if new[name] is not UNCHANGED_TOAST):
-                yield LoggedChange(end_lsn, "delete", old_key)
-        yield LoggedChange(end_lsn, "upsert", new)
+                yield LoggedChange(end_lsn, "delete", old_key, lsn, committed_at, "")
+        yield LoggedChange(end_lsn, "upsert", new, lsn, committed_at, "update")
     elif isinstance(message, Delete):
         old = dict(zip(names, message.old, strict=True))
-        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity})
+        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity}, lsn, committed_at, "delete")
 
 
 def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedChange]) -> TableLogChanges:
     """The changes (in LSN order) reduced to one upsert per merge key and one delete per identity."""
-    key, identity = plan.merge_key, tuple(identity)
+    key, identity, changes = plan.merge_key, tuple(identity), tuple(changes)
     upserts: dict[tuple[Value, ...], RowValues] = {}
     upsert_by_identity: dict[tuple[Value, ...], tuple[Value, ...]] = {}
     deletes: dict[tuple[Value, ...], RowValues] = {}
@@ -116,8 +125,8 @@ def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedC
                       for name, value in values.items()}
         upserts[merge_key] = values
         upsert_by_identity[row_identity] = merge_key
-    return TableLogChanges(truncated, identity, _batches(plan, identity, list(deletes.values())),
-                           _upsert_groups(plan, upserts.values()), read)
+    return TableLogChanges(truncated, identity, text_batches(plan, identity, list(deletes.values())),
+                           _upsert_groups(plan, upserts.values()), read, changes)
 
 
 def _upsert_groups(plan: TablePlan, rows: Iterable[RowValues]) -> list[UpsertGroup]:
@@ -125,10 +134,10 @@ def _upsert_groups(plan: TablePlan, rows: Iterable[RowValues]) -> list[UpsertGro
     for row in rows:
         columns = tuple(name for name in plan.column_names if name in row and row[name] is not UNCHANGED_TOAST)
         grouped.setdefault(columns, []).append(row)
-    return [UpsertGroup(columns, _batches(plan, columns, group)) for columns, group in grouped.items()]
+    return [UpsertGroup(columns, text_batches(plan, columns, group)) for columns, group in grouped.items()]
 
 
-def _batches(plan: TablePlan, columns: tuple[str, ...], rows: list[RowValues]) -> list[pa.RecordBatch]:
+def text_batches(plan: TablePlan, columns: tuple[str, ...], rows: list[RowValues]) -> list[pa.RecordBatch]:
     """Rows of text values as Arrow batches of the plan's types, parsed as the query mode parses COPY's CSV (both
     are the types' text output)."""
     if not rows:

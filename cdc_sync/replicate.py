@@ -33,6 +33,8 @@ from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
+from cdc_sync.history import prepare_history_table, record_query_versions
+from cdc_sync.history_log import record_log_versions
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
 from cdc_sync.log_capture import LogSession
@@ -102,6 +104,9 @@ class TableCycle:
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
+        history = self.config.history and bool(plan.merge_key)  # a keyless table has no rows to follow
+        if history:
+            prepare_history_table(destination, schema, plan)
         if plan.name in self.digest_switches:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
@@ -116,9 +121,12 @@ class TableCycle:
         read_everything = changes.read_everything
         live_rows: int | None = None
         if changes.log is not None:
-            report.rows_written, report.rows_deleted = apply_log_changes(
-                destination, schema, plan, changes.log, started,
-                lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest))
+            hashed = lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest)  # noqa: E731
+            if history:  # before the mirror changes: it holds the values the log did not send
+                record_log_versions(destination, schema, plan, changes.log.versions, changes.log.identity, started,
+                                    hashed)
+            report.rows_written, report.rows_deleted = apply_log_changes(destination, schema, plan, changes.log,
+                                                                         started, hashed)
             tally.rows = changes.log.changes_read
         elif not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
@@ -147,6 +155,8 @@ class TableCycle:
                 )
             finally:
                 source_count.settle()
+        if history and changes.log is None and (report.rows_written or report.rows_deleted):
+            record_query_versions(destination, schema, plan, started, report.rows_deleted)
         report.rows_read = tally.rows
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))

@@ -1,0 +1,235 @@
+"""History tables (cdc_sync.history, cdc_sync.history_log): the versions in ``task_instance__history`` are compared
+with the writes each test made on a real Airflow 3 schema in PostgreSQL (their states, and the WAL positions and
+clock times that bound each write), never with constants. Every slot a test made is dropped afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import cdc_sync
+from cdc_sync.errors import ConfigError, TableSyncError
+from cdc_sync.sources.pgoutput import parse_lsn
+from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
+
+SCHEMA = "airflow_history"
+TABLES = ["dag_run", "task_instance"]
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = "state, _cdc_op, _cdc_lsn, _cdc_commit_ts, _cdc_valid_from, _cdc_valid_to, _cdc_synced_at"
+
+
+@pytest.fixture
+def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
+    yield airflow3_source
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE database = current_database()")
+
+
+def sync(source: str, destination: str, capture: str, **options):
+    report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture, history=True, **options)
+    assert report.ok, report.failed
+    return report
+
+
+def a_task_instance(source: str) -> tuple:
+    with psycopg.connect(source) as connection:
+        return connection.execute("SELECT dag_id, task_id, run_id, map_index FROM task_instance "
+                                  "ORDER BY dag_id, task_id, run_id, map_index LIMIT 1").fetchone()
+
+
+@dataclass
+class Write:
+    """One committed write as the source saw it: the state written, and bounds of its WAL position and commit."""
+
+    state: str | None
+    lsn_after: int
+    lsn_before: int
+    committed_after: datetime
+    committed_before: datetime
+
+
+KEY_SQL = "dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s"
+
+
+def write(source: str, key: tuple, state: str | None, savepoint_state: str | None = None) -> Write:
+    """Set the task instance's state in a transaction of its own connection (None: delete it); with
+    ``savepoint_state``, first write that state in a savepoint that is rolled back."""
+    with psycopg.connect(source) as connection:
+        lsn_after, committed_after = connection.execute(
+            "SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()").fetchone()
+        if savepoint_state is not None:
+            with pytest.raises(psycopg.errors.RaiseException), connection.transaction():
+                connection.execute(f"UPDATE task_instance SET state = %s WHERE {KEY_SQL}", (savepoint_state, *key))
+                connection.execute("DO $$ BEGIN RAISE EXCEPTION 'roll back to the savepoint'; END $$")
+        if state is None:
+            connection.execute(f"DELETE FROM task_instance WHERE {KEY_SQL}", key)
+        else:
+            connection.execute(f"UPDATE task_instance SET state = %s, updated_at = clock_timestamp() WHERE {KEY_SQL}",
+                               (state, *key))
+        connection.commit()
+        connection.autocommit = True
+        lsn_before, committed_before = connection.execute(
+            "SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()").fetchone()
+    return Write(state, parse_lsn(lsn_after), parse_lsn(lsn_before), committed_after, committed_before)
+
+
+def versions(destination: str, key: tuple) -> list[tuple]:
+    return mirror_query(destination, f'SELECT {COLUMNS} FROM "{SCHEMA}"."task_instance__history" WHERE {KEY_SQL} '
+                                     "ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+
+
+def assert_chained(rows: list[tuple]) -> None:
+    """Each version is valid until the next begins; only the last may be open, and a delete is an instant."""
+    for (*_, valid_from, valid_to, _synced), (*_, next_from, _next_to, _next_synced) in itertools.pairwise(rows):
+        assert valid_to == next_from and valid_from <= valid_to
+    for _state, op, *_, valid_from, valid_to, _synced in rows:
+        if op == "delete":
+            assert valid_to == valid_from
+    assert sum(row[5] is None for row in rows) == (0 if rows[-1][1] == "delete" else 1)
+
+
+def assert_logged(row: tuple, written: Write, op: str) -> None:
+    state, row_op, lsn, commit_ts, valid_from, _valid_to, _synced = row
+    assert (row_op, valid_from) == (op, commit_ts)
+    assert written.lsn_after <= parse_lsn(lsn) < written.lsn_before  # a record starts where the WAL stood
+    assert written.committed_after <= commit_ts <= written.committed_before
+    if op != "delete":
+        assert state == written.state
+
+
+@pytest.mark.parametrize("destination_kind", ["duckdb", "postgresql"])
+def test_log_mode_records_every_committed_version(logical_source: str, destination_kind: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    destination = request.getfixturevalue(f"{'duckdb' if destination_kind == 'duckdb' else 'postgres'}_destination")
+    copied = sync(logical_source, destination, "log")
+    key = a_task_instance(logical_source)
+    first = versions(destination, key)
+    # The first copy: one open version of each row, starting at its cycle's time.
+    assert len(first) == 1 and first[0][1:4] == ("insert", None, None) and first[0][5] is None
+    assert first[0][4] == first[0][6] and copied.started_at <= first[0][4] <= copied.finished_at
+    live = mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."task_instance" WHERE "_cdc_deleted_at" IS NULL')
+    assert mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."task_instance__history"') == live
+
+    writes = [write(logical_source, key, "queued"),
+              write(logical_source, key, "running", savepoint_state="up_for_retry"),
+              write(logical_source, key, "success")]
+    sync(logical_source, destination, "log")
+    rows = versions(destination, key)
+    assert len(rows) == 4 and [row[0] for row in rows[1:]] == [w.state for w in writes]
+    for row, written in zip(rows[1:], writes, strict=True):
+        assert_logged(row, written, "update")
+    assert [parse_lsn(row[2]) for row in rows[1:]] == sorted(parse_lsn(row[2]) for row in rows[1:])
+    assert "up_for_retry" not in [row[0] for row in rows]
+    assert_chained(rows)
+    assert_mirrored(logical_source, destination, SCHEMA, "task_instance", AIRFLOW_KEYS["task_instance"])
+
+    deleted = write(logical_source, key, None)
+    sync(logical_source, destination, "log")
+    rows = versions(destination, key)
+    assert len(rows) == 5 and rows[-1][0] == "success"  # the delete version keeps the last values
+    assert_logged(rows[-1], deleted, "delete")
+    assert_chained(rows)
+    assert_mirrored(logical_source, destination, SCHEMA, "task_instance", AIRFLOW_KEYS["task_instance"])
+
+
+def cycle_in_process(source: str, destination: str, fault: str, capture: str = "log") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tests.fault_run", "--", "run", "--source", source, "--destination", destination,
+               "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", capture, "--history", "--json"]
+    return subprocess.run(command, cwd=ROOT, env={**os.environ, "CDC_SYNC_FAULT": fault}, capture_output=True,
+                          text=True, timeout=120)
+
+
+def history_rows(destination: str) -> list[tuple]:
+    return mirror_query(destination, f'SELECT dag_id, task_id, run_id, map_index, {COLUMNS} '
+                                     f'FROM "{SCHEMA}"."task_instance__history" ORDER BY 1, 2, 3, 4, 9, 10')
+
+
+@pytest.mark.parametrize("fault", ["history:raise", "commit:kill", "advance:kill"])
+def test_a_failed_cycle_leaves_no_half_history_and_its_replay_no_duplicate(logical_source: str,
+                                                                           duckdb_destination: str,
+                                                                           fault: str) -> None:
+    sync(logical_source, duckdb_destination, "log")
+    key = a_task_instance(logical_source)
+    writes = [write(logical_source, key, "queued"), write(logical_source, key, "running")]
+    before = history_rows(duckdb_destination)
+    failed = cycle_in_process(logical_source, duckdb_destination, fault)
+    assert failed.returncode == (-9 if fault.endswith("kill") else 1), failed.stderr[-2000:]
+    after_failure = history_rows(duckdb_destination)
+    if fault == "advance:kill":  # the warehouse committed, the slot did not advance: the next cycle replays
+        assert len(after_failure) == len(before) + 2
+    else:
+        assert after_failure == before
+    sync(logical_source, duckdb_destination, "log")
+    rows = versions(duckdb_destination, key)
+    assert [row[0] for row in rows[1:]] == ["queued", "running"]
+    for row, written in zip(rows[1:], writes, strict=True):
+        assert_logged(row, written, "update")
+    assert_chained(rows)
+    assert len(history_rows(duckdb_destination)) == len(before) + 2
+
+
+def test_query_mode_records_the_versions_each_cycle_saw(logical_source: str, duckdb_destination: str) -> None:
+    cycles = [sync(logical_source, duckdb_destination, "query")]
+    key = a_task_instance(logical_source)
+    write(logical_source, key, "queued")
+    cycles.append(sync(logical_source, duckdb_destination, "query"))
+    write(logical_source, key, "running")  # overwritten before any cycle sees it
+    write(logical_source, key, "success")
+    cycles.append(sync(logical_source, duckdb_destination, "query"))
+    write(logical_source, key, None)
+    cycles.append(sync(logical_source, duckdb_destination, "query"))
+    rows = versions(duckdb_destination, key)
+    assert [(row[0], row[1]) for row in rows] == [(rows[0][0], "insert"), ("queued", "update"),
+                                                  ("success", "update"), ("success", "delete")]
+    assert all(row[2] is None and row[3] is None and row[4] == row[6] for row in rows)  # no LSN, no commit time
+    for row, cycle in zip(rows, cycles, strict=True):  # each version starts at the time of the cycle that saw it
+        assert cycle.started_at <= row[4] <= cycle.finished_at
+    assert_chained(rows)
+    # A cycle that sees no change records nothing.
+    count = len(history_rows(duckdb_destination))
+    sync(logical_source, duckdb_destination, "query")
+    assert len(history_rows(duckdb_destination)) == count
+
+
+def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_refused(
+        airflow3_source: str, duckdb_destination: str) -> None:
+    sync(airflow3_source, duckdb_destination, "query")
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("ALTER TABLE dag_run ADD COLUMN upgrade_note text")
+        connection.execute("UPDATE dag_run SET upgrade_note = 'after the upgrade', updated_at = clock_timestamp() "
+                           "WHERE run_id = (SELECT min(run_id) FROM dag_run)")
+    sync(airflow3_source, duckdb_destination, "query")
+    noted = mirror_query(duckdb_destination, f'SELECT _cdc_op FROM "{SCHEMA}"."dag_run__history" '
+                                             "WHERE upgrade_note = 'after the upgrade'")
+    assert noted == [("update",)]
+
+    import duckdb
+
+    other = "team_schema"  # a team's own table of that name, in a schema cdc_sync has not mirrored into yet
+    connection = duckdb.connect(duckdb_destination.removeprefix("duckdb:///"))
+    connection.execute(f'CREATE SCHEMA "{other}"')
+    connection.execute(f'CREATE TABLE "{other}"."task_instance__history" (note TEXT)')
+    connection.execute(f"INSERT INTO \"{other}\".\"task_instance__history\" VALUES ('ours')")
+    connection.close()
+    with pytest.raises(TableSyncError, match="task_instance__history already exists") as refused:
+        cdc_sync.sync(airflow3_source, duckdb_destination, other, tables=TABLES, capture="query", history=True)
+    assert list(refused.value.failed_tables) == ["task_instance"]  # dag_run, with no such table, is synced
+    assert mirror_query(duckdb_destination, f'SELECT * FROM "{other}"."task_instance__history"') == [("ours",)]
+    tables = mirror_query(duckdb_destination, "SELECT table_name FROM information_schema.tables "
+                                              "WHERE table_schema = %s AND table_name LIKE 'task%%'", (other,))
+    assert tables == [("task_instance__history",)]  # no mirror of task_instance was left behind either
+
+
+@pytest.mark.parametrize("destination", ["snowflake://user:pw@account/db", "redshift://user:pw@host:5439/db"])
+def test_history_is_refused_early_where_it_is_not_written(destination: str) -> None:
+    with pytest.raises(ConfigError, match=r"history=True is not supported on .*without --history"):
+        cdc_sync.sync("postgresql://localhost/airflow", destination, history=True)
