@@ -60,9 +60,11 @@ class Write:
 KEY_SQL = "dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s"
 
 
-def write(source: str, key: tuple, state: str | None, savepoint_state: str | None = None) -> Write:
+def write(source: str, key: tuple, state: str | None, savepoint_state: str | None = None,
+          new_id: bool = False) -> Write:
     """Set the task instance's state in a transaction of its own connection (None: delete it); with
-    ``savepoint_state``, first write that state in a savepoint that is rolled back."""
+    ``savepoint_state``, first write that state in a savepoint that is rolled back; with ``new_id``, give the task
+    instance a new id too (Airflow 3 does on a retry or clear)."""
     with psycopg.connect(source) as connection:
         lsn_after, committed_after = connection.execute(
             "SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()").fetchone()
@@ -73,8 +75,9 @@ def write(source: str, key: tuple, state: str | None, savepoint_state: str | Non
         if state is None:
             connection.execute(f"DELETE FROM task_instance WHERE {KEY_SQL}", key)
         else:
-            connection.execute(f"UPDATE task_instance SET state = %s, updated_at = clock_timestamp() WHERE {KEY_SQL}",
-                               (state, *key))
+            new_id_sql = ", id = gen_random_uuid()" if new_id else ""
+            connection.execute(f"UPDATE task_instance SET state = %s, updated_at = clock_timestamp(){new_id_sql} "
+                               f"WHERE {KEY_SQL}", (state, *key))
         connection.commit()
         connection.autocommit = True
         lsn_before, committed_before = connection.execute(
@@ -120,7 +123,7 @@ def test_log_mode_records_every_committed_version(logical_source: str, destinati
     assert mirror_query(destination, f'SELECT count(*) FROM "{SCHEMA}"."task_instance__history"') == live
 
     writes = [write(logical_source, key, "queued"),
-              write(logical_source, key, "running", savepoint_state="up_for_retry"),
+              write(logical_source, key, "running", savepoint_state="up_for_retry", new_id=True),
               write(logical_source, key, "success")]
     sync(logical_source, destination, "log")
     rows = versions(destination, key)
@@ -232,10 +235,18 @@ def test_query_mode_records_the_versions_each_cycle_saw(logical_source: str, duc
     for row, cycle in zip(rows, cycles, strict=True):  # each version starts at the time of the cycle that saw it
         assert cycle.started_at <= row[4] <= cycle.finished_at
     assert_chained(rows)
-    # A cycle that sees no change records nothing.
+    # A cycle that sees no change records nothing; nor does a resync of unchanged rows, and it keeps the history.
     count = len(history_rows(duckdb_destination))
     sync(logical_source, duckdb_destination, "query")
     assert len(history_rows(duckdb_destination)) == count
+    before = history_rows(duckdb_destination)
+    write(logical_source, a_task_instance(logical_source), "resynced")
+    assert cdc_sync.resync(logical_source, duckdb_destination, SCHEMA, tables=TABLES, capture="query",
+                           history=True).ok
+    after = history_rows(duckdb_destination)
+    assert after[:len(before)] != before and len(after) == len(before) + 1  # one version closed, one added
+    assert [row[4:6] for row in after if row[4] == "resynced"] == [("resynced", "update")]
+    assert_chained(versions(duckdb_destination, a_task_instance(logical_source)))
 
 
 def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_refused(
