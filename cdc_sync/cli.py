@@ -83,8 +83,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
                           "queries, or auto (says which it chose and why)."),
         click.option("--history", is_flag=True,
-                     help="Keep every version of each row in <table>__history (DuckDB, PostgreSQL): each committed "
-                          "version in log capture, the versions each cycle saw in query capture."),
+                     help="Keep every version of each row in <table>__history: each committed version in log "
+                          "capture, the versions each cycle saw in query capture."),
         click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Seconds to wait for a table another cycle is syncing (the others go on meanwhile); "
                           "then it is left to that cycle. On DuckDB: for the process writing the file."),

@@ -19,8 +19,6 @@ CaptureMode = Literal["auto", "log", "query"]
 CAPTURE_MODES: tuple[str, ...] = ("auto", "log", "query")
 DEFAULT_MAX_RETAINED_WAL = 1 << 30
 DEFAULT_SCHEMA = "airflow"
-# Destinations whose history tables are not written yet (cdc_sync.history): refused before anything connects.
-HISTORY_UNSUPPORTED = frozenset({"snowflake", "redshift"})
 DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -139,9 +137,6 @@ def build_config(
                           f"{DEFAULT_MAX_RETAINED_WAL}, 1 GiB).")
     if not isinstance(history, bool):
         raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
-    if history and engine_of(destination_url, role="destination") in HISTORY_UNSUPPORTED:
-        raise ConfigError(f"history=True is not supported on {engine_of(destination_url, role='destination')} yet: "
-                          "keep history in a DuckDB or PostgreSQL mirror, or sync without --history.")
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:

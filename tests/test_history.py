@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import cdc_sync
-from cdc_sync.errors import ConfigError, TableSyncError
+from cdc_sync.errors import TableSyncError
 from cdc_sync.sources.pgoutput import parse_lsn
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
 
@@ -278,7 +278,25 @@ def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_
     assert tables == [("task_instance__history",)]  # no mirror of task_instance was left behind either
 
 
-@pytest.mark.parametrize("destination", ["snowflake://user:pw@account/db", "redshift://user:pw@host:5439/db"])
-def test_history_is_refused_early_where_it_is_not_written(destination: str) -> None:
-    with pytest.raises(ConfigError, match=r"history=True is not supported on .*without --history"):
-        cdc_sync.sync("postgresql://localhost/airflow", destination, history=True)
+def query_mode_scenario(source: str, destination: str, schema: str, read_versions) -> None:
+    """Query mode on any warehouse: ``read_versions(key)`` gives the key's (state, op, valid_from, valid_to) in
+    order. Two writes between two cycles are one version, the later; a delete is a version of its own."""
+    def cycle() -> None:
+        report = cdc_sync.sync(source, destination, schema, tables=TABLES, capture="query", history=True)
+        assert report.ok, report.failed
+
+    cycle()
+    key = a_task_instance(source)
+    write(source, key, "queued")
+    cycle()
+    write(source, key, "running")
+    write(source, key, "success")
+    cycle()
+    write(source, key, None)
+    cycle()
+    rows = read_versions(key)
+    assert [row[:2] for row in rows[1:]] == [("queued", "update"), ("success", "update"), ("success", "delete")]
+    assert rows[0][1] == "insert"
+    for (_, _, _, valid_to), (_, _, next_from, _) in itertools.pairwise(rows):
+        assert valid_to == next_from
+    assert rows[-1][2] == rows[-1][3]  # the delete is an instant, and nothing is left open

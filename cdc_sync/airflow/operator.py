@@ -68,8 +68,7 @@ class AirflowDbSyncOperator(BaseOperator):
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
         PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
-    :param history: keep every version of each row in ``<table>__history``, as in :func:`cdc_sync.sync`
-        (DuckDB and PostgreSQL warehouses).
+    :param history: keep every version of each row in ``<table>__history``, as in :func:`cdc_sync.sync`.
     :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
         the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
         ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which

@@ -63,13 +63,14 @@ class HistorySql:
         ``update`` when its key has an open version, else ``insert``; ``delete`` for a deleted row."""
         q, p = self.dialect.quote, self.dialect.placeholder
         deleted = f"m.{q(DELETED_AT)} = {p}"
-        has_open = f"EXISTS (SELECT 1 FROM {self.history} AS o WHERE {self._match('o', 'm')} AND {self._open('o')})"
+        # A row has at most one open version, so the join adds no row; _cdc_op is never NULL in a version.
         sql = (
             f"INSERT INTO {self.history} ({self.dialect.column_list([*columns, *META_NAMES])}) "
             f"SELECT {self.dialect.column_list(columns, 'm.')}, "
-            f"CASE WHEN {deleted} THEN {p} WHEN {has_open} THEN {p} ELSE {p} END, NULL, NULL, {p}, "
+            f"CASE WHEN {deleted} THEN {p} WHEN o.{q(OP)} IS NOT NULL THEN {p} ELSE {p} END, NULL, NULL, {p}, "
             f"CASE WHEN {deleted} THEN {p} ELSE NULL END, {p} "
-            f"FROM {self.mirror} AS m WHERE m.{q(SYNCED_AT)} = {p} OR {deleted}"
+            f"FROM {self.mirror} AS m LEFT JOIN {self.history} AS o ON {self._match('o', 'm')} AND {self._open('o')} "
+            f"WHERE m.{q(SYNCED_AT)} = {p} OR {deleted}"
         )
         return Statement(sql, (synced_at, DELETE, UPDATE, INSERT, synced_at, synced_at, synced_at, synced_at,
                                synced_at, synced_at))
