@@ -155,6 +155,47 @@ def test_log_mode_records_every_committed_version(logical_source: str, destinati
     assert truncated == [(live_before, 1)]
 
 
+def test_log_history_keeps_unsent_toasted_values_and_hashes_as_the_mirror(logical_source: str,
+                                                                            duckdb_destination: str) -> None:
+    """An UPDATE of another column sends a large unchanged value as 'unchanged' (TOAST): its versions hold the value
+    all the same, from the mirror or from an earlier version among the changes; a hashed column is hashed alike."""
+    options = {"hash_columns": ["task_instance.hostname"]}
+    key = a_task_instance(logical_source)
+    big = "(SELECT jsonb_object_agg(g::text, md5(g::text)) FROM generate_series(1, 600) AS g)"
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute(f"UPDATE task_instance SET next_kwargs = {big} WHERE {KEY_SQL}", key)
+    sync(logical_source, duckdb_destination, "log", **options)
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute(f"UPDATE task_instance SET next_kwargs = {big} || '{{\"changed\": 1}}' WHERE {KEY_SQL}",
+                           key)
+    sync(logical_source, duckdb_destination, "log", **options)  # the big value arrives whole from the log
+    write(logical_source, key, "queued")  # these two send it as unchanged
+    write(logical_source, key, "running")
+    new_key = (*key[:3], 1000)  # a task instance inserted with a big value, then updated, within one cycle
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute(f"CREATE TEMPORARY TABLE copied AS SELECT * FROM task_instance WHERE {KEY_SQL}", key)
+        connection.execute(f"UPDATE copied SET id = gen_random_uuid(), map_index = 1000, next_kwargs = {big}")
+        connection.execute("INSERT INTO task_instance SELECT * FROM copied")
+    write(logical_source, new_key, "scheduled")
+    sync(logical_source, duckdb_destination, "log", **options)
+    inserted = mirror_query(duckdb_destination, f'SELECT _cdc_op, state, length(CAST(next_kwargs AS TEXT)) '
+                                                f'FROM "{SCHEMA}"."task_instance__history" WHERE {KEY_SQL} '
+                                                "ORDER BY _cdc_valid_from", new_key)
+    assert [row[:2] for row in inserted] == [("insert", "running"), ("update", "scheduled")]
+    assert inserted[0][2] == inserted[1][2] > 8192
+    with psycopg.connect(logical_source) as connection:
+        plain_hostname = connection.execute(f"SELECT hostname FROM task_instance WHERE {KEY_SQL}", key).fetchone()[0]
+    mirrored = mirror_query(duckdb_destination, f'SELECT CAST(next_kwargs AS TEXT), hostname FROM "{SCHEMA}".'
+                                                f'"task_instance" WHERE {KEY_SQL}', key)
+    kept = mirror_query(duckdb_destination, f'SELECT state, CAST(next_kwargs AS TEXT), hostname '
+                                            f'FROM "{SCHEMA}"."task_instance__history" WHERE {KEY_SQL} '
+                                            "ORDER BY _cdc_valid_from", key)
+    assert [row[0] for row in kept[-2:]] == ["queued", "running"] and len(kept) == 4
+    assert all((text, hostname) == mirrored[0] for _, text, hostname in kept[1:])
+    assert "changed" in mirrored[0][0] and len(mirrored[0][0]) > 8192
+    assert mirrored[0][1] != plain_hostname and plain_hostname
+
+
 def cycle_in_process(source: str, destination: str, fault: str, capture: str = "log") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "tests.fault_run", "--", "run", "--source", source, "--destination", destination,
                "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", capture, "--history", "--json"]
