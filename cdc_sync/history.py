@@ -15,7 +15,7 @@ name without them is refused, and the mirror's table with it (nothing of the tab
 
 from __future__ import annotations
 
-from cdc_sync import faults
+from cdc_sync import catalog, faults
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.history_sql import HISTORY_COLUMNS, HISTORY_MARKERS, HistorySql, history_name
 from cdc_sync.drift import mirror_columns
@@ -44,6 +44,14 @@ def prepare_history_table(destination: Destination, schema: str, plan: TablePlan
         )
     for column in wanted:
         reported = existing.get(dialect.fold(column.name).lower())
+        kept = catalog.kept_column_name(column.name)
+        if (reported is not None and not dialect.can_hold(reported, column.logical_type)
+                and (plan.name, column.name) in catalog.UPGRADE_RETYPED_COLUMNS
+                and dialect.fold(kept).lower() not in existing):
+            # An Airflow upgrade retyped it: the older versions keep their values under the name the mirror uses
+            # (cdc_sync.guards.keep_retyped_columns), and a fresh column takes the new type.
+            destination.execute(dialect.rename_column(schema, name, column.name, kept))
+            reported = None
         if reported is None:
             destination.execute(dialect.add_column(schema, name, column))
         elif not dialect.can_hold(reported, column.logical_type):

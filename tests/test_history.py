@@ -304,6 +304,18 @@ def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_
 
     import duckdb
 
+    # An Airflow upgrade retyped a column (2.x's naive trigger_timeout, here made so in the warehouse): the older
+    # versions keep their values under the mirror's kept name, and a fresh column takes the new type.
+    connection = duckdb.connect(duckdb_destination.removeprefix("duckdb:///"))
+    for table in ("task_instance", "task_instance__history"):
+        connection.execute(f'ALTER TABLE "{SCHEMA}"."{table}" ALTER COLUMN trigger_timeout TYPE TIMESTAMP')
+    connection.close()
+    sync(airflow3_source, duckdb_destination, "query")
+    columns = mirror_query(duckdb_destination, "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                               "table_schema = %s AND table_name = 'task_instance__history' AND "
+                                               "column_name LIKE 'trigger_timeout%%' ORDER BY 1", (SCHEMA,))
+    assert columns == [("trigger_timeout", "TIMESTAMP WITH TIME ZONE"), ("trigger_timeout_airflow2", "TIMESTAMP")]
+
     other = "team_schema"  # a team's own table of that name, in a schema cdc_sync has not mirrored into yet
     connection = duckdb.connect(duckdb_destination.removeprefix("duckdb:///"))
     connection.execute(f'CREATE SCHEMA "{other}"')
