@@ -11,6 +11,7 @@ since the last read; the MERGE updates those without comparing columns, see
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -121,7 +122,7 @@ class TableCycle:
         read_everything = changes.read_everything
         live_rows: int | None = None
         if changes.log is not None:
-            hashed = lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest)  # noqa: E731
+            hashed = functools.partial(hash_columns, names=plan.hashed_columns, hex_digest=self.digest.hex_digest)
             if history:  # before the mirror changes: it holds the values the log did not send
                 record_log_versions(destination, schema, plan, changes.log.versions, changes.log.identity, started,
                                     hashed)
