@@ -27,14 +27,16 @@ def history_sql(destination: Destination, schema: str, plan: TablePlan) -> Histo
     return HistorySql(destination.dialect, schema, plan.name, plan.merge_key, plan.nullable_key)
 
 
-def prepare_history_table(destination: Destination, schema: str, plan: TablePlan) -> None:
+def prepare_history_table(destination: Destination, schema: str, plan: TablePlan, synced_at: object) -> None:
     """Create the history table, or add the source's new columns to it (as :func:`cdc_sync.drift.prepare_mirror_table`
-    does for the mirror); refuse a table of its name that cdc_sync did not create."""
+    does for the mirror); refuse a table of its name that cdc_sync did not create. A new history table starts with
+    a version of each live row the mirror already holds (history turned on for an existing mirror)."""
     dialect, name = destination.dialect, history_name(plan.name)
     existing = mirror_columns(destination, schema, name)
     wanted = [*plan.columns, *HISTORY_COLUMNS]
     if not existing:
         destination.execute(dialect.create_table(schema, name, wanted))
+        destination.execute(history_sql(destination, schema, plan).seed(plan.column_names, synced_at))
         return
     if not {dialect.fold(marker).lower() for marker in HISTORY_MARKERS} <= set(existing):
         raise ForeignTableError(

@@ -103,7 +103,7 @@ def _versions(plan: TablePlan, changes: Iterable[LoggedChange], identity: tuple[
                 deletions.append({**change.values, **meta, "_cdc_valid_to": change.committed_at})
                 continue
             chain = chains[merge_key]
-            values = {name: chain[-1][name] for name in plan.column_names}
+            values = {name: chain[-1].get(name) for name in plan.column_names}
             meta["_cdc_valid_to"] = change.committed_at
         else:
             values = {name: change.values[name] for name in plan.column_names if name in change.values}

@@ -107,7 +107,7 @@ class TableCycle:
         prepare_mirror_table(destination, schema, plan, mirror_columns)
         history = self.config.history and bool(plan.merge_key)  # a keyless table has no rows to follow
         if history:
-            prepare_history_table(destination, schema, plan)
+            prepare_history_table(destination, schema, plan, started)
         if plan.name in self.digest_switches:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)

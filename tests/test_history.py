@@ -292,7 +292,21 @@ def test_query_mode_records_the_versions_each_cycle_saw(logical_source: str, duc
 
 def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_refused(
         airflow3_source: str, duckdb_destination: str) -> None:
+    # History turned on for a mirror that already holds rows: it starts from them, valid from their last write.
+    first = cdc_sync.sync(airflow3_source, duckdb_destination, SCHEMA, tables=TABLES, capture="query")
+    assert first.ok, first.failed
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'queued', updated_at = clock_timestamp() "
+                           "WHERE run_id = (SELECT max(run_id) FROM dag_run)")
     sync(airflow3_source, duckdb_destination, "query")
+    seeded = mirror_query(duckdb_destination, f'SELECT _cdc_op, state, _cdc_valid_to IS NULL FROM "{SCHEMA}".'
+                                              '"dag_run__history" WHERE run_id = (SELECT max(run_id) FROM '
+                                              f'"{SCHEMA}"."dag_run") ORDER BY _cdc_valid_from')
+    assert seeded[0][0] == "insert" and seeded[0][1] != "queued" and not seeded[0][2]
+    assert seeded[1:] == [("update", "queued", True)]
+    live = mirror_query(duckdb_destination, f'SELECT count(*) FROM "{SCHEMA}"."dag_run"')
+    assert mirror_query(duckdb_destination, f'SELECT count(DISTINCT run_id) FROM "{SCHEMA}"."dag_run__history" '
+                                            "WHERE _cdc_valid_to IS NULL") == live
     with psycopg.connect(airflow3_source, autocommit=True) as connection:
         connection.execute("ALTER TABLE dag_run ADD COLUMN upgrade_note text")
         connection.execute("UPDATE dag_run SET upgrade_note = 'after the upgrade', updated_at = clock_timestamp() "

@@ -57,6 +57,17 @@ class HistorySql:
     def _open(self, alias: str) -> str:
         return f"{alias}.{self.dialect.quote(VALID_TO)} IS NULL"
 
+    def seed(self, columns: Sequence[str], synced_at: Any) -> Statement:
+        """An ``insert`` version of every live mirror row, valid from when a cycle last wrote it: a history table
+        made for a mirror that already holds rows starts from them."""
+        q, p = self.dialect.quote, self.dialect.placeholder
+        return Statement(
+            f"INSERT INTO {self.history} ({self.dialect.column_list([*columns, *META_NAMES])}) "
+            f"SELECT {self.dialect.column_list(columns, 'm.')}, {p}, NULL, NULL, m.{q(SYNCED_AT)}, NULL, {p} "
+            f"FROM {self.mirror} AS m WHERE m.{q(DELETED_AT)} IS NULL",
+            (INSERT, synced_at),
+        )
+
     # ---- the query mode: versions are the mirror rows a cycle wrote or deleted ----------------------------
     def record_written(self, columns: Sequence[str], synced_at: Any) -> Statement:
         """A version for each mirror row this cycle wrote (``_cdc_synced_at``) or soft-deleted (``_cdc_deleted_at``):
