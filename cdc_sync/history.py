@@ -27,17 +27,16 @@ def history_sql(destination: Destination, schema: str, plan: TablePlan) -> Histo
     return HistorySql(destination.dialect, schema, plan.name, plan.merge_key, plan.nullable_key)
 
 
-def prepare_history_table(destination: Destination, schema: str, plan: TablePlan, synced_at: object) -> None:
+def prepare_history_table(destination: Destination, schema: str, plan: TablePlan) -> bool:
     """Create the history table, or add the source's new columns to it (as :func:`cdc_sync.drift.prepare_mirror_table`
-    does for the mirror); refuse a table of its name that cdc_sync did not create. A new history table starts with
-    a version of each live row the mirror already holds (history turned on for an existing mirror)."""
+    does for the mirror); refuse a table of its name that cdc_sync did not create. True: it was created now, so it
+    is to be seeded (:func:`seed_history`). Only DDL, before the cycle's data changes (Snowflake commits on DDL)."""
     dialect, name = destination.dialect, history_name(plan.name)
     existing = mirror_columns(destination, schema, name)
     wanted = [*plan.columns, *HISTORY_COLUMNS]
     if not existing:
         destination.execute(dialect.create_table(schema, name, wanted))
-        destination.execute(history_sql(destination, schema, plan).seed(plan.column_names, synced_at))
-        return
+        return True
     if not {dialect.fold(marker).lower() for marker in HISTORY_MARKERS} <= set(existing):
         raise ForeignTableError(
             f"Table {schema}.{name} already exists in the warehouse and was not created by cdc_sync (no "
@@ -62,6 +61,13 @@ def prepare_history_table(destination: Destination, schema: str, plan: TablePlan
                 f"column {schema}.{name}.{column.name} is {reported}, which cannot hold it: rename that column (to "
                 "keep its values), and the next cycle adds it afresh."
             )
+    return False
+
+
+def seed_history(destination: Destination, schema: str, plan: TablePlan, synced_at: object) -> None:
+    """A new history table of a mirror that already holds rows (history turned on later) starts with a version of
+    each live row this cycle did not write (those it wrote get theirs from the cycle), valid from its last write."""
+    destination.execute(history_sql(destination, schema, plan).seed(plan.column_names, synced_at))
 
 
 def record_query_versions(destination: Destination, schema: str, plan: TablePlan, synced_at: object,

@@ -34,7 +34,7 @@ from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
-from cdc_sync.history import prepare_history_table, record_query_versions
+from cdc_sync.history import prepare_history_table, record_query_versions, seed_history
 from cdc_sync.history_log import record_log_versions
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
@@ -106,8 +106,7 @@ class TableCycle:
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
         history = self.config.history and bool(plan.merge_key)  # a keyless table has no rows to follow
-        if history:
-            prepare_history_table(destination, schema, plan, started)
+        new_history = history and prepare_history_table(destination, schema, plan)
         if plan.name in self.digest_switches:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
@@ -123,6 +122,8 @@ class TableCycle:
         live_rows: int | None = None
         if changes.log is not None:
             hashed = functools.partial(hash_columns, names=plan.hashed_columns, hex_digest=self.digest.hex_digest)
+            if new_history:
+                seed_history(destination, schema, plan, started)
             if history:  # before the mirror changes: it holds the values the log did not send
                 record_log_versions(destination, schema, plan, changes.log.versions, changes.log.identity, started,
                                     hashed)
@@ -156,6 +157,8 @@ class TableCycle:
                 )
             finally:
                 source_count.settle()
+        if new_history and changes.log is None:  # after the data changes (Snowflake: staging DDL comes first)
+            seed_history(destination, schema, plan, started)
         if history and changes.log is None and (report.rows_written or report.rows_deleted):
             record_query_versions(destination, schema, plan, started, report.rows_deleted)
         report.rows_read = tally.rows

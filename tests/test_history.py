@@ -299,13 +299,22 @@ def test_a_new_source_column_reaches_the_history_and_a_foreign_history_table_is_
         connection.execute("UPDATE dag_run SET state = 'queued', updated_at = clock_timestamp() "
                            "WHERE run_id = (SELECT max(run_id) FROM dag_run)")
     sync(airflow3_source, duckdb_destination, "query")
-    seeded = mirror_query(duckdb_destination, f'SELECT _cdc_op, state, _cdc_valid_to IS NULL FROM "{SCHEMA}".'
-                                              '"dag_run__history" WHERE run_id = (SELECT max(run_id) FROM '
-                                              f'"{SCHEMA}"."dag_run") ORDER BY _cdc_valid_from')
-    assert seeded[0][0] == "insert" and seeded[0][1] != "queued" and not seeded[0][2]
-    assert seeded[1:] == [("update", "queued", True)]
+    history, mirror = f'"{SCHEMA}"."dag_run__history"', f'"{SCHEMA}"."dag_run"'
+
+    def versions_of(which: str) -> list[tuple]:
+        return mirror_query(duckdb_destination, "SELECT h._cdc_op, h.state, h._cdc_valid_to IS NULL, "
+                                                f"h._cdc_valid_from = m._cdc_synced_at FROM {history} AS h "
+                                                f"JOIN {mirror} AS m USING (run_id) "
+                                                f"WHERE run_id = (SELECT {which}(run_id) FROM {mirror})")
+
+    # The row that cycle wrote has its version from the cycle; one it did not write is seeded, valid from its last
+    # write (the first cycle's).
+    assert versions_of("max") == [("insert", "queued", True, True)]
+    unchanged = versions_of("min")
+    assert len(unchanged) == 1 and unchanged[0][0] == "insert" and unchanged[0][2:] == (True, True)
+    assert first.started_at <= mirror_query(duckdb_destination, f"SELECT min(_cdc_valid_from) FROM {history}")[0][0]
     live = mirror_query(duckdb_destination, f'SELECT count(*) FROM "{SCHEMA}"."dag_run"')
-    assert mirror_query(duckdb_destination, f'SELECT count(DISTINCT run_id) FROM "{SCHEMA}"."dag_run__history" '
+    assert mirror_query(duckdb_destination, f"SELECT count(DISTINCT run_id) FROM {history} "
                                             "WHERE _cdc_valid_to IS NULL") == live
     with psycopg.connect(airflow3_source, autocommit=True) as connection:
         connection.execute("ALTER TABLE dag_run ADD COLUMN upgrade_note text")

@@ -58,14 +58,14 @@ class HistorySql:
         return f"{alias}.{self.dialect.quote(VALID_TO)} IS NULL"
 
     def seed(self, columns: Sequence[str], synced_at: Any) -> Statement:
-        """An ``insert`` version of every live mirror row, valid from when a cycle last wrote it: a history table
-        made for a mirror that already holds rows starts from them."""
+        """An ``insert`` version of every live mirror row that this cycle (``synced_at``) did not write, valid from
+        when a cycle last wrote it: a history table made for a mirror that already holds rows starts from them."""
         q, p = self.dialect.quote, self.dialect.placeholder
         return Statement(
             f"INSERT INTO {self.history} ({self.dialect.column_list([*columns, *META_NAMES])}) "
             f"SELECT {self.dialect.column_list(columns, 'm.')}, {p}, NULL, NULL, m.{q(SYNCED_AT)}, NULL, {p} "
-            f"FROM {self.mirror} AS m WHERE m.{q(DELETED_AT)} IS NULL",
-            (INSERT, synced_at),
+            f"FROM {self.mirror} AS m WHERE m.{q(DELETED_AT)} IS NULL AND m.{q(SYNCED_AT)} <> {p}",
+            (INSERT, synced_at, synced_at),
         )
 
     # ---- the query mode: versions are the mirror rows a cycle wrote or deleted ----------------------------
