@@ -8,7 +8,8 @@ version of each row (SCD type 2), written in the same transaction as the mirror'
   ``_cdc_valid_from`` is the cycle's time (``_cdc_synced_at``).
 
 A resync, a first copy and a re-read after an upgrade go through the same path: rows that differ from the mirror
-become new versions, others are not versions at all. History is never emptied or dropped by cdc_sync.
+become new versions, others are not versions at all. History is never emptied or dropped by cdc_sync. A history
+table made for a mirror that already holds rows (history turned on later) starts with a version of each of them.
 The table is ours only if it carries :data:`~cdc_sync.destinations.history_sql.HISTORY_MARKERS`: a table of that
 name without them is refused, and the mirror's table with it (nothing of the table's cycle is committed).
 """
