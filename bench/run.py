@@ -15,7 +15,8 @@ Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--sk
 
 ``--capture log`` runs cdc_sync in the log capture mode: its slot and publication are dropped before each initial
 sync and at the end. Each cdc_sync cycle also records the source's work on task_instance (``pg_stat_user_tables``
-sequential scans and tuples they read).
+sequential scans and tuples they read), its CPU time, and in the log mode the WAL it decoded (from the slot's
+position before the cycle to the position it read up to).
 Results: bench/results/bench-x<scale>-<time>.json, and a Markdown table on stdout.
 """
 
@@ -43,6 +44,8 @@ sys.path.insert(0, str(BENCH))
 
 import dataset as bench_dataset  # noqa: E402  (bench/ is put on the path above)
 
+from cdc_sync.sources.publication import LogNames  # noqa: E402
+
 RESULTS = BENCH / "results"
 BENCH_VENV = ROOT / ".venv-bench"
 REQUIREMENTS = BENCH / "requirements-dlt.txt"
@@ -50,18 +53,20 @@ CDC_SYNC = Path(sys.executable).with_name("cdc-sync")
 # The default tables that exist in an Airflow 3 schema without the FAB auth manager (ab_* and task_fail do not).
 TABLES = ("dag", "dag_run", "dag_tag", "import_error", "job", "task_instance")
 SCENARIOS = ("initial", "burst", "no_change")
+LOG_SLOT = LogNames.for_schema("airflow").slot
 TASK_INSTANCE_SCANS_SQL = ("SELECT seq_scan, seq_tup_read FROM pg_stat_user_tables WHERE relname = 'task_instance' "
                            "AND schemaname = current_schema()")
 
 
 @dataclass
 class Measure:
-    """One process: wall seconds from spawn to exit, and its peak resident memory."""
+    """One process: wall seconds from spawn to exit, its peak resident memory, and its CPU seconds (user + system:
+    steadier than wall time on a shared machine)."""
 
     seconds: float
     peak_rss_mib: float
     detail: dict = field(default_factory=dict)
-    cpu_seconds: float = 0.0  # user + system time of the process (the noise of other work on the machine aside)
+    cpu_s: float = 0.0
 
 
 def run_process(command: list[str], log_name: str, env: dict[str, str] | None = None) -> tuple[Measure, str]:
@@ -79,7 +84,7 @@ def run_process(command: list[str], log_name: str, env: dict[str, str] | None = 
         tail = (logs / f"{log_name}.err").read_text()[-3000:]
         raise RuntimeError(f"{' '.join(command[:3])} … exited with {process.returncode}:\n{tail}")
     return Measure(round(seconds, 3), round(usage.ru_maxrss / 1024, 1),
-                   cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3)), stdout
+                   cpu_s=round(usage.ru_utime + usage.ru_stime, 3)), stdout
 
 
 def ensure_bench_venv() -> Path:
@@ -161,10 +166,11 @@ class Bench:
 
     def cdc_sync(self, label: str) -> Measure:
         command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
-                   "--schema", "airflow", "--capture", self.capture, "--json", *(["--history"] if self.history else [])]
-        scans_before = task_instance_scans(self.url)
+                   "--schema", "airflow", "--capture", self.capture, "--json",
+                   *(["--history"] if self.history else [])]
+        scans_before, slot_before = task_instance_scans(self.url), slot_position(self.url)
         measure, stdout = run_process(command, f"cdc_sync-{label}")
-        scans_after = task_instance_scans(self.url)
+        scans_after, slot_after = task_instance_scans(self.url), slot_position(self.url)
         report = json.loads(stdout)
         if not report["ok"]:
             raise RuntimeError(f"cdc_sync reported failed tables: {report['tables']}")
@@ -173,6 +179,11 @@ class Bench:
                           "cycle_seconds": report["seconds"],
                           "task_instance_seq_scans": scans_after[0] - scans_before[0],
                           "task_instance_seq_tup_read": scans_after[1] - scans_before[1]}
+        if self.capture == "log":
+            # The WAL this cycle decoded: from where the slot stood before it to the position it read up to (where
+            # the slot stands after it; 0 for an initial sync, which makes the slot).
+            measure.detail["wal_decoded_bytes"] = (slot_after - slot_before
+                                                   if slot_before is not None and slot_after is not None else 0)
         return measure
 
     def dlt(self, label: str) -> Measure:
@@ -189,6 +200,14 @@ def task_instance_scans(url: str) -> tuple[int, int]:
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SELECT pg_stat_clear_snapshot()")
         return connection.execute(TASK_INSTANCE_SCANS_SQL).fetchone()
+
+
+def slot_position(url: str) -> int | None:
+    """The log mode's slot's confirmed position (as a byte offset in the WAL), or None when there is no slot."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+                                 "WHERE slot_name = %s", (LOG_SLOT,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def mirror_counts(path: Path, tables: tuple[str, ...]) -> dict[str, int]:
@@ -257,7 +276,10 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
     for engine, scenarios in runs.items():
         summary[engine] = {
             scenario: {"median_s": median([m.seconds for m in measures]),
+                       "median_cpu_s": median([m.cpu_s for m in measures]),
                        "peak_rss_mib": max(m.peak_rss_mib for m in measures),
+                       **({"wal_decoded_bytes": max(m.detail.get("wal_decoded_bytes", 0) for m in measures)}
+                          if engine == "cdc_sync" else {}),
                        **({"task_instance_seq_scans": max(m.detail["task_instance_seq_scans"] for m in measures),
                            "task_instance_seq_tup_read": max(m.detail["task_instance_seq_tup_read"] for m in measures)}
                           if engine == "cdc_sync" else {})}
@@ -313,16 +335,18 @@ def markdown(result: dict) -> str:
         "",
         f"cdc_sync capture mode: {result.get('capture', 'query')}.",
         "",
-        "| scenario | cdc_sync | cdc_sync peak RSS | task_instance seq scans (tuples) |"
+        "| scenario | cdc_sync | cdc_sync CPU | cdc_sync peak RSS | task_instance seq scans (tuples) | WAL decoded |"
         + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
-        "|---|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
     ]
     labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
               "no_change": "cycle with no change"}
     for scenario in SCENARIOS:
         cdc = summary["cdc_sync"][scenario]
-        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['peak_rss_mib']:.0f} MiB | "
-               f"{cdc['task_instance_seq_scans']} ({cdc['task_instance_seq_tup_read']:,}) |")
+        wal = f"{cdc['wal_decoded_bytes'] / 2**20:.1f} MiB" if result.get("capture") == "log" else "n/a"
+        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['median_cpu_s']:.2f} s | "
+               f"{cdc['peak_rss_mib']:.0f} MiB | {cdc['task_instance_seq_scans']} "
+               f"({cdc['task_instance_seq_tup_read']:,}) | {wal} |")
         if has_dlt:
             dlt = summary["dlt"][scenario]
             row += (f" {dlt['median_s']:.2f} s | {dlt['peak_rss_mib']:.0f} MiB | "

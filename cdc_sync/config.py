@@ -21,6 +21,21 @@ DEFAULT_MAX_RETAINED_WAL = 1 << 30
 DEFAULT_SCHEMA = "airflow"
 DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# Sizes as PostgreSQL writes them (max_slot_wal_keep_size): a kB is 1024 bytes, an MB 1024 kB.
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40,
+              "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``512MB``, ``2GB``, ``1.5GiB`` or ``1073741824``; units as PostgreSQL's (1 MB = 1024 kB)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if match is None or match.group(2) not in SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size: write a number and a unit (kB, MB, GB or TB), e.g. 512MB or 2GB.")
+    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+    if size < 1:
+        raise ValueError(f"{text!r} is no size at all: give at least one byte, e.g. 512MB.")
+    return size
 
 
 def schema_or_default(schema: str | None) -> str:

@@ -27,17 +27,19 @@ from cdc_sync import faults
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import ColumnSpec
 from cdc_sync.destinations.history_sql import DELETE, HISTORY_COLUMNS, HistorySql
+from cdc_sync.errors import SourceError
 from cdc_sync.history import history_sql
-from cdc_sync.log_changes import LoggedChange, text_batches
+from cdc_sync.log_spool import LoggedChange
 from cdc_sync.plan import TablePlan
-from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, format_lsn
+from cdc_sync.sources.csv_stream import csv_batches
+from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Value, format_lsn
 from cdc_sync.types import ARROW_TYPES, LogicalType
 
 Transform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
 Version = dict[str, Any]  # a row's values, and its META_NAMES
 
 
-def record_log_versions(destination: Destination, schema: str, plan: TablePlan, changes: Sequence[LoggedChange],
+def record_log_versions(destination: Destination, schema: str, plan: TablePlan, changes: Iterable[LoggedChange],
                         identity: Sequence[str], synced_at: datetime, transform: Transform) -> None:
     """Record ``changes`` (one table's, in LSN order, uncollapsed) in its history table."""
     sql = history_sql(destination, schema, plan)
@@ -129,7 +131,7 @@ def _stage(destination: Destination, staging: str, columns: Sequence[ColumnSpec]
     dialect = destination.dialect
     texts = [{name: None if row.get(name) is UNCHANGED_TOAST else row.get(name) for name in value_columns}
              for row in rows]
-    values = pa.Table.from_batches(list(transform(text_batches(plan, tuple(value_columns), texts))))
+    values = pa.Table.from_batches(list(transform(_text_batches(plan, tuple(value_columns), texts))))
     for column in HISTORY_COLUMNS:
         values = values.append_column(column.name, pa.array([row[column.name] for row in rows],
                                                             ARROW_TYPES[column.logical_type]))
@@ -139,3 +141,18 @@ def _stage(destination: Destination, staging: str, columns: Sequence[ColumnSpec]
     destination.execute(dialect.create_staging(staging, columns))
     destination.load(staging, columns, values.to_batches())
 
+
+def _text_batches(plan: TablePlan, columns: tuple[str, ...], rows: list[dict[str, Value]]) -> list[pa.RecordBatch]:
+    """Rows of the log's text values as Arrow batches of the plan's types, parsed as the query mode parses COPY's
+    CSV (both are the types' text output)."""
+    lines = (",".join(_csv_field(row.get(name)) for name in columns).encode() + b"\n" for row in rows)
+    return list(csv_batches(lines, tuple(plan.table.column(name) for name in columns)))
+
+
+def _csv_field(value: Value) -> str:
+    """NULL as an unquoted empty field, every value quoted (so an empty string stays one)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SourceError("The log sent a value in binary form: the slot must decode with pgoutput's text format.")
+    return '"' + value.replace('"', '""') + '"'

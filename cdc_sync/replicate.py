@@ -124,12 +124,11 @@ class TableCycle:
             hashed = functools.partial(hash_columns, names=plan.hashed_columns, hex_digest=self.digest.hex_digest)
             if new_history:
                 seed_history(destination, schema, plan, started)
-            if history:  # before the mirror changes: it holds the values the log did not send
-                record_log_versions(destination, schema, plan, changes.log.versions, changes.log.identity, started,
+            if history and changes.log_versions is not None:  # before the mirror changes: it holds unsent values
+                record_log_versions(destination, schema, plan, changes.log_versions(), changes.log_identity, started,
                                     hashed)
-            report.rows_written, report.rows_deleted = apply_log_changes(destination, schema, plan, changes.log,
-                                                                         started, hashed)
-            tally.rows = changes.log.changes_read
+            report.rows_written, report.rows_deleted, tally.rows = apply_log_changes(
+                destination, schema, plan, changes.log, started, hashed)
         elif not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
             faults.point("merge")
