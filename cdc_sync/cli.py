@@ -83,6 +83,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
                      help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
                           "queries, or auto (says which it chose and why)."),
+        click.option("--history", is_flag=True,
+                     help="Keep every version of each row in <table>__history: each committed version in log "
+                          "capture, the versions each cycle saw in query capture."),
         click.option("--max-retained-wal", default="1GB", show_default=True,
                      help="Log capture: WAL the replication slot may keep, e.g. 512MB or 2GB (1 MB = 1024 kB, as in "
                           "PostgreSQL). Past half, cycles warn; past it, the slot is dropped and the "
@@ -99,7 +102,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables, capture, max_retained_wal,
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture, history,
+             max_retained_wal,
              lock_wait) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
@@ -116,6 +120,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
         "capture": capture,
+        "history": history,
         "max_retained_wal": _size("--max-retained-wal", max_retained_wal),
         "lock_wait_seconds": lock_wait,
         "raise_on_failure": False,

@@ -100,6 +100,10 @@ class LogSession:
         with its message's LSN and its commit's end LSN and time: read from the spool as it is consumed."""
         return self._spool.versions(plan.name, after, plan.column_names)
 
+    def identity(self, plan: TablePlan) -> tuple[str, ...]:
+        """The replica identity columns the table's deletes are given in."""
+        return tuple(self._spool.identity(plan.name) or plan.table.primary_key)
+
     def table_changes(self, plan: TablePlan, after: int) -> Iterator[TableLogChanges]:
         """The table's changes committed after ``after``, collapsed in segments applied one after another."""
         identity = self._spool.identity(plan.name) or plan.table.primary_key
@@ -176,6 +180,9 @@ class LogCapture(Capture):
                 read_everything=True,
                 log_position=format_lsn(self.session.slot_position),
             )
+        after = self._after
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,
-                            log=self.session.table_changes(plan, self._after),
-                            log_position=format_lsn(self.session.position))
+                            log=self.session.table_changes(plan, after),
+                            log_position=format_lsn(self.session.position),
+                            log_versions=lambda: self.session.table_versions(plan, after),
+                            log_identity=self.session.identity(plan))

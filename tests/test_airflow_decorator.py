@@ -472,3 +472,23 @@ def test_a_mapped_task_over_a_default_table_this_airflow_lacks_is_skipped(monkey
         operator.run_cycle({"tables": ["no_such_table"]})
     with pytest.raises(AirflowFailException, match="task_fail"):  # named with a table that exists: a mistake
         operator.run_cycle({"tables": ["task_fail", "dag"]})
+
+
+def test_history_option_keeps_versions_and_a_bad_value_fails_at_parse(monkeypatch, airflow3_source, tmp_path):
+    import duckdb
+
+    from cdc_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="history='yes' must be True"):
+        _operator(db_type="duckdb", connection_id="main", history="yes")
+    mirror = tmp_path / "m.db"
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror)}))
+    operator = _operator(db_type="duckdb", connection_id="main", source_url=airflow3_source,
+                         destination_schema="mirror", history=True)
+    assert operator.run_cycle({"tables": ["dag_run"]})["ok"]
+    connection = duckdb.connect(str(mirror))
+    try:
+        versions = connection.execute('SELECT _cdc_op, count(*) FROM "mirror"."dag_run__history" GROUP BY 1').fetchall()
+    finally:
+        connection.close()
+    assert versions == [("insert", 50)]

@@ -251,3 +251,20 @@ def test_s3_copy_path_without_aws_credentials_fails_the_table_in_one_line(airflo
     assert "NoCredentialsError, no usable AWS credentials" in error
     assert count(pg, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'") == 0
     assert count(pg, "SELECT last_error FROM _cdc_watermarks WHERE table_name = 'dag_run'") == error
+
+
+def test_query_mode_history(airflow3_source, redshift_url):
+    """history=True in the query mode (cdc_sync.history) through the stand-in: the scenario of
+    tests/test_history.py, and every statement parsed by sqlglot's Redshift parser."""
+    from tests.mirror_check import mirror_query
+    from tests.test_history import KEY_SQL, query_mode_scenario
+
+    url, sent, stand_in = redshift_url
+
+    def read_versions(key: tuple) -> list[tuple]:
+        return mirror_query(stand_in, "SELECT state, _cdc_op, _cdc_valid_from, _cdc_valid_to "
+                                      f'FROM "{SCHEMA}".task_instance__history WHERE {KEY_SQL} '
+                                      "ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+
+    query_mode_scenario(airflow3_source, url, SCHEMA, read_versions)
+    assert_redshift_rules(sent)

@@ -401,3 +401,20 @@ def test_cycles_of_disjoint_tables_hold_their_leases_at_the_same_time(airflow3_s
     assert len(by_connection) >= 4  # two cycles, each with a data connection and a lock connection
     for statements in by_connection.values():
         assert_strict_snowflake(statements)
+
+
+def test_query_mode_history(airflow3_source, snowflake_url):
+    """history=True in the query mode (cdc_sync.history): the scenario of tests/test_history.py, and the statements
+    within what real Snowflake accepts (no DDL once the data transaction began)."""
+    from tests.test_history import KEY_SQL, query_mode_scenario
+
+    url, sent = snowflake_url
+
+    def read_versions(key: tuple) -> list[tuple]:
+        cursor = warehouse(url)
+        cursor.execute("SELECT state, _cdc_op, _cdc_valid_from, _cdc_valid_to FROM task_instance__history "
+                       f"WHERE {KEY_SQL} ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+        return cursor.fetchall()
+
+    query_mode_scenario(airflow3_source, url, SCHEMA, read_versions)
+    assert_strict_snowflake(sent)

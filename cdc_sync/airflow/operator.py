@@ -76,6 +76,7 @@ class AirflowDbSyncOperator(BaseOperator):
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
         PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
+    :param history: keep every version of each row in ``<table>__history``, as in :func:`cdc_sync.sync`.
     :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
         the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
         ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which
@@ -105,6 +106,7 @@ class AirflowDbSyncOperator(BaseOperator):
         lookback_seconds: float = 5.0,
         parallel_tables: int = 2,
         capture: str = "auto",
+        history: bool = False,
         lock_wait_seconds: float = 300.0,
         verify: bool | str = False,
         **kwargs: Any,
@@ -118,6 +120,8 @@ class AirflowDbSyncOperator(BaseOperator):
             raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
         if capture not in CAPTURE_MODES:
             raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)}.")
+        if not isinstance(history, bool):
+            raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
         if deletes not in DELETE_MODES:
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
         self.db_type = db_type
@@ -135,6 +139,7 @@ class AirflowDbSyncOperator(BaseOperator):
             "deletes": deletes, "table_deletes": dict(table_deletes or {}),
             "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
             "lookback_seconds": lookback_seconds, "parallel_tables": parallel_tables, "capture": capture,
+            "history": history,
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:
