@@ -11,6 +11,7 @@ its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side b
 - ``no_change``: a cycle right after, with nothing changed.
 
 Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt] [--capture log|query]
+[--history]
 
 ``--capture log`` runs cdc_sync in the log capture mode: its slot and publication are dropped before each initial
 sync and at the end. Each cdc_sync cycle also records the source's work on task_instance (``pg_stat_user_tables``
@@ -114,9 +115,10 @@ def source_ready(url: str, data: bench_dataset.Dataset) -> bool:
 
 class Bench:
     def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None,
-                 capture: str = "query") -> None:
+                 capture: str = "query", history: bool = False) -> None:
         self.url = url
         self.capture = capture
+        self.history = history
         self.data = data
         self.work = work
         self.dlt_python = dlt_python
@@ -164,7 +166,8 @@ class Bench:
 
     def cdc_sync(self, label: str) -> Measure:
         command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
-                   "--schema", "airflow", "--capture", self.capture, "--json"]
+                   "--schema", "airflow", "--capture", self.capture, "--json",
+                   *(["--history"] if self.history else [])]
         scans_before, slot_before = task_instance_scans(self.url), slot_position(self.url)
         measure, stdout = run_process(command, f"cdc_sync-{label}")
         scans_after, slot_after = task_instance_scans(self.url), slot_position(self.url)
@@ -219,7 +222,8 @@ def source_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
         return {t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query") -> dict:
+def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query",
+        history: bool = False) -> dict:
     data = bench_dataset.Dataset(scale)
     dlt_python = None if skip_dlt else ensure_bench_venv()
     url = bench_dataset.PG_URL_TEMPLATE.format(database=data.database)
@@ -230,7 +234,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
         url, build_seconds = bench_dataset.build(data)
     work = RESULTS / f"work-x{scale}"
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(url, data, work, dlt_python, capture)
+    bench = Bench(url, data, work, dlt_python, capture, history)
     engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
     runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
     floors: list[Measure] = []
@@ -257,7 +261,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
     bench.reset()
     result = summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
     result["capture"] = capture
-    result["command"] += f" --capture {capture}"
+    result["command"] += f" --capture {capture}" + " --history" * history
     return result
 
 
@@ -376,8 +380,9 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
     parser.add_argument("--capture", choices=("log", "query"), default="query",
                         help="cdc_sync's capture mode (log: PostgreSQL logical decoding)")
+    parser.add_argument("--history", action="store_true", help="cdc_sync keeps <table>__history tables")
     args = parser.parse_args()
-    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture)
+    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture, args.history)
     result["command"] += " --skip-dlt" * args.skip_dlt + " --drop" * args.drop
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -25,6 +25,7 @@ from cdc_sync.state import Watermark
 if TYPE_CHECKING:
     from cdc_sync.log_capture import LogSession
     from cdc_sync.log_changes import TableLogChanges
+    from cdc_sync.log_spool import LoggedChange
 
 
 @dataclass
@@ -50,6 +51,10 @@ class TableChanges:
     # mode, which reads ``upserts``).
     log: Iterable[TableLogChanges] | None = None
     log_position: str | None = None
+    # With history (cdc_sync.history_log): every version, uncollapsed, in the log's order, and the replica identity
+    # columns its deletes are given in.
+    log_versions: Callable[[], Iterable[LoggedChange]] | None = None
+    log_identity: tuple[str, ...] = ()
 
 
 class Capture(ABC):

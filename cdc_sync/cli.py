@@ -84,6 +84,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="How changes are found: the source's write-ahead log (PostgreSQL), watermark queries, or "
                           "auto, the default (the log when the source allows it; says which it chose and why). "
                           "Default from CDC_SYNC_CAPTURE, else auto."),
+        click.option("--history", is_flag=True,
+                     help="Keep every version of each row in <table>__history: each committed version in log "
+                          "capture, the versions each cycle saw in query capture."),
         click.option("--max-retained-wal", default="1GB", show_default=True,
                      help="Log capture: WAL the replication slot may keep, e.g. 512MB or 2GB (1 MB = 1024 kB, as in "
                           "PostgreSQL). Past half, cycles warn; past it, the slot is dropped and the "
@@ -100,7 +103,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables, capture, max_retained_wal,
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture, history,
+             max_retained_wal,
              lock_wait) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
@@ -117,6 +121,7 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
         "capture": capture,
+        "history": history,
         "max_retained_wal": _size("--max-retained-wal", max_retained_wal),
         "lock_wait_seconds": lock_wait,
         "raise_on_failure": False,

@@ -87,6 +87,8 @@ class SyncConfig:
     capture: CaptureMode = "auto"
     # Log capture: WAL the slot may keep (bytes) before the cycle drops it and resyncs in the watermark mode.
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL
+    # Keep every version of each row in <table>__history (cdc_sync.history).
+    history: bool = False
 
     @property
     def source_engine(self) -> str:
@@ -119,6 +121,7 @@ def build_config(
     hash_key: str | None = None,
     capture: str | None = None,
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
+    history: bool = False,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -148,6 +151,8 @@ def build_config(
     if isinstance(max_retained_wal, bool) or not isinstance(max_retained_wal, int) or max_retained_wal < 1:
         raise ConfigError(f"max_retained_wal={max_retained_wal!r} must be a whole number of bytes, at least 1 (default "
                           f"{DEFAULT_MAX_RETAINED_WAL}, 1 GiB).")
+    if not isinstance(history, bool):
+        raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
@@ -173,5 +178,6 @@ def build_config(
         destination_options=dict(destination_options or {}),
         capture=capture,  # type: ignore[arg-type]
         max_retained_wal=max_retained_wal,
+        history=history,
         hash_key=validate_key(hash_key if hash_key is not None else os.environ.get("CDC_SYNC_HASH_KEY")),
     )

@@ -114,6 +114,10 @@ class LogSession:
         the transactions ``copied`` saw, as :meth:`table_changes`."""
         return self._spool.versions(plan.name, after, plan.column_names, copied)
 
+    def identity(self, plan: TablePlan) -> tuple[str, ...]:
+        """The replica identity columns the table's deletes are given in."""
+        return tuple(self._spool.identity(plan.name) or plan.table.primary_key)
+
     def table_changes(self, plan: TablePlan, after: int, copied: SeenRowVersions | None = None) \
             -> Iterator[TableLogChanges]:
         """The table's changes committed after ``after``, collapsed in segments applied one after another; without
@@ -203,6 +207,9 @@ class LogCapture(Capture):
                 only_rewritten_rows=self.snapshot.reads_only_rewritten_rows(position.where),
                 log_position=format_lsn(self.session.slot_position),
             )
+        after, copied = self._after, self._copied
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,
-                            log=self.session.table_changes(plan, self._after, self._copied),
-                            log_position=format_lsn(self.session.position))
+                            log=self.session.table_changes(plan, after, copied),
+                            log_position=format_lsn(self.session.position),
+                            log_versions=lambda: self.session.table_versions(plan, after, copied),
+                            log_identity=self.session.identity(plan))
