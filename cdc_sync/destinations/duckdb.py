@@ -145,10 +145,11 @@ class DuckDBDestination(Destination):
         self._memory_limit_pinned = False
         self._set_memory_limit(JOIN_MEMORY_LIMIT)
 
-    def share_with_concurrent_tables(self) -> None:
+    def share_with_concurrent_tables(self, appends_only: bool = False) -> None:
         # The buffer pool is the database instance's, shared by every connection: while other connections MERGE,
-        # no load may shrink it under them.
-        self._set_memory_limit(JOIN_MEMORY_LIMIT)
+        # no load may shrink it under them. When every table only appends (a first load), the small pool of a
+        # streamed load stays for all of them, so the large table's load keeps its flat memory.
+        self._set_memory_limit(APPEND_MEMORY_LIMIT if appends_only else JOIN_MEMORY_LIMIT)
         self._memory_limit_pinned = True
 
     def _set_memory_limit(self, limit: str) -> None:
