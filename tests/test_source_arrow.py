@@ -209,3 +209,16 @@ def test_an_adbc_read_imports_neither_pyarrow_compute_nor_dataset(probe_source: 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["3", "False", "False"]
+
+
+def test_closing_the_source_ends_its_adbc_session(probe_source: str, monkeypatch) -> None:
+    """No session is left on the source once it is closed (a database with one cannot be dropped or copied)."""
+    monkeypatch.setattr(postgres_source, "ARROW_READ_MIN_BYTES", 0)
+    database = make_url(probe_source).database
+    with open_source(parse_url(probe_source, role="source")) as source:
+        table = source.describe("probe")
+        with source.snapshot() as snapshot:
+            assert sum(batch.num_rows for batch in snapshot.read_rows(table)) == 3
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]
+    assert left == 0

@@ -96,7 +96,7 @@ class ArrowReader:
                 values = [part for setting in self._settings.items() for part in setting]
                 parameters = pa.record_batch([pa.array([value], pa.string()) for value in values],
                                              names=[str(number) for number in range(len(values))])
-                _query(connection, settings_sql(len(self._settings)), parameters).read_all()
+                fetch_all(connection, settings_sql(len(self._settings)), parameters)
         except BaseException:
             _close(connection, database)
             raise
@@ -146,7 +146,7 @@ class ArrowReader:
         finished = False
         try:
             statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_SIZE_HINT_BYTES)})
-            reader = _query(self._connection, sql, statement=statement)
+            reader = _query(statement, sql)
             # The driver decodes the next batch on a thread of its own while the caller writes the last one.
             yield from read_ahead(decoded(reader), depth=READ_AHEAD_BATCHES)
             finished = True
@@ -164,23 +164,34 @@ class ArrowReader:
     def close(self) -> None:
         if self._connection is not None:
             connection, database, self._connection, self._database = self._connection, self._database, None, None
-            _close(connection, database)
+            connection.close()
+            database.close()
 
 
-def _query(connection: Any, sql: str, parameters: pa.RecordBatch | None = None,
-           statement: Any = None) -> pa.RecordBatchReader:
+def _query(statement: Any, sql: str, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
     """The result of ``sql`` as a batch reader whose errors are the driver's (with their SQLSTATE), as the DB-API's
-    readers are. ``parameters``: one row of bound values (the driver then buffers the result: small ones only)."""
-    import adbc_driver_manager
+    readers are; ``parameters``: one row of bound values (the driver then buffers the whole result, so only small
+    results bind any). The reader is closed before ``statement``."""
     from adbc_driver_manager._reader import AdbcRecordBatchReader
 
-    statement = statement or adbc_driver_manager.AdbcStatement(connection)
     statement.set_sql_query(sql)
     if parameters is not None:
         schema, array = parameters.__arrow_c_array__()
         statement.bind(array, schema)
     handle, _ = statement.execute_query()
     return AdbcRecordBatchReader._import_from_c(handle.address)
+
+
+def fetch_all(connection: Any, sql: str, parameters: pa.RecordBatch | None = None) -> pa.Table:
+    """The whole (small) result of ``sql``, on a statement of its own, closed after."""
+    import adbc_driver_manager
+
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    try:
+        with _query(statement, sql, parameters) as reader:
+            return reader.read_all()
+    finally:
+        statement.close()
 
 
 def _update(connection: Any, sql: str) -> None:
