@@ -24,6 +24,10 @@ BATCH_RELATION = "_cdc_batch"
 # 1M-row mirror ran out of memory at 128 MB.
 APPEND_MEMORY_LIMIT = "128MB"
 JOIN_MEMORY_LIMIT = "1GB"
+# A streamed load reads its Arrow stream from Python (the batches pass the read's counters and hooks), one batch at
+# a time under the GIL: a second DuckDB thread finds almost nothing to do and spends its time waiting for the GIL.
+# One thread per load took 0.5-0.6 s less CPU for the 1M task instances (bench/README.md); joins get them all back.
+APPEND_THREADS = 1
 
 
 class DuckDBDialect(Dialect):
@@ -75,6 +79,10 @@ class DuckDBDialect(Dialect):
     def memory_limit(self, limit: str) -> Statement:
         # SET takes no bound parameter; the value is one of this module's constants, never user input.
         return Statement(f"SET memory_limit = '{limit}'")
+
+    def threads(self, count: int | None) -> Statement:
+        """DuckDB's worker threads (a constant of this module, never user input); None: its default again."""
+        return Statement("RESET threads" if count is None else f"SET threads = {int(count)}")
 
     def append_relation(self, schema: str, table: str, relation: str, columns: Sequence[ColumnSpec],
                         synced_at: Any) -> Statement:
@@ -158,6 +166,8 @@ class DuckDBDestination(Destination):
             return
         if limit != self._memory_limit:
             self._run(self.dialect.memory_limit(limit))
+            if APPEND_MEMORY_LIMIT in (limit, self._memory_limit):  # a load begins or ends
+                self._run(self.dialect.threads(APPEND_THREADS if limit == APPEND_MEMORY_LIMIT else None))
             self._memory_limit = limit
 
     def _run(self, statement: Statement) -> Any:
