@@ -63,7 +63,7 @@ def _touch_every_table(source: str) -> None:
 
 def test_a_mirrored_schema_syncs_its_tables_on_two_connections(airflow3_source: str, destination: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    first = cdc_sync.sync(airflow3_source, destination, SCHEMA, parallel_tables=1)
+    first = cdc_sync.sync(airflow3_source, destination, SCHEMA, parallel_tables=2)
     assert first.ok
     lanes_used: list[int] = []
     real = table_lanes.run_in_lanes
