@@ -25,8 +25,8 @@ BATCH_RELATION = "_cdc_batch"
 APPEND_MEMORY_LIMIT = "128MB"
 JOIN_MEMORY_LIMIT = "1GB"
 # A streamed load reads its Arrow stream from Python (the batches pass the read's counters and hooks), one batch at
-# a time under the GIL: a second DuckDB thread finds almost nothing to do and spends its time waiting for the GIL.
-# One thread per load took 0.5-0.6 s less CPU for the 1M task instances (bench/README.md); joins get them all back.
+# a time under the GIL, so a second DuckDB thread finds almost nothing to do; on one thread the load of the 1M
+# task instances took 0.5-0.6 s less CPU (bench/README.md). Joins get every thread back.
 APPEND_THREADS = 1
 
 
