@@ -11,10 +11,12 @@ its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side b
 - ``no_change``: a cycle right after, with nothing changed.
 
 Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt] [--capture log|query]
+[--history]
 
 ``--capture log`` runs cdc_sync in the log capture mode: its slot and publication are dropped before each initial
 sync and at the end. Each cdc_sync cycle also records the source's work on task_instance (``pg_stat_user_tables``
-sequential scans and tuples they read).
+sequential scans and tuples they read), its CPU time, and in the log mode the WAL it decoded (from the slot's
+position before the cycle to the position it read up to).
 Results: bench/results/bench-x<scale>-<time>.json, and a Markdown table on stdout.
 """
 
@@ -42,6 +44,8 @@ sys.path.insert(0, str(BENCH))
 
 import dataset as bench_dataset  # noqa: E402  (bench/ is put on the path above)
 
+from cdc_sync.sources.publication import LogNames  # noqa: E402
+
 RESULTS = BENCH / "results"
 BENCH_VENV = ROOT / ".venv-bench"
 REQUIREMENTS = BENCH / "requirements-dlt.txt"
@@ -49,17 +53,20 @@ CDC_SYNC = Path(sys.executable).with_name("cdc-sync")
 # The default tables that exist in an Airflow 3 schema without the FAB auth manager (ab_* and task_fail do not).
 TABLES = ("dag", "dag_run", "dag_tag", "import_error", "job", "task_instance")
 SCENARIOS = ("initial", "burst", "no_change")
+LOG_SLOT = LogNames.for_schema("airflow").slot
 TASK_INSTANCE_SCANS_SQL = ("SELECT seq_scan, seq_tup_read FROM pg_stat_user_tables WHERE relname = 'task_instance' "
                            "AND schemaname = current_schema()")
 
 
 @dataclass
 class Measure:
-    """One process: wall seconds from spawn to exit, and its peak resident memory."""
+    """One process: wall seconds from spawn to exit, its peak resident memory, and its CPU seconds (user + system:
+    steadier than wall time on a shared machine)."""
 
     seconds: float
     peak_rss_mib: float
     detail: dict = field(default_factory=dict)
+    cpu_s: float = 0.0
 
 
 def run_process(command: list[str], log_name: str, env: dict[str, str] | None = None) -> tuple[Measure, str]:
@@ -76,7 +83,8 @@ def run_process(command: list[str], log_name: str, env: dict[str, str] | None = 
     if process.returncode != 0:
         tail = (logs / f"{log_name}.err").read_text()[-3000:]
         raise RuntimeError(f"{' '.join(command[:3])} … exited with {process.returncode}:\n{tail}")
-    return Measure(round(seconds, 3), round(usage.ru_maxrss / 1024, 1)), stdout
+    return Measure(round(seconds, 3), round(usage.ru_maxrss / 1024, 1),
+                   cpu_s=round(usage.ru_utime + usage.ru_stime, 3)), stdout
 
 
 def ensure_bench_venv() -> Path:
@@ -107,9 +115,10 @@ def source_ready(url: str, data: bench_dataset.Dataset) -> bool:
 
 class Bench:
     def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None,
-                 capture: str = "query") -> None:
+                 capture: str = "query", history: bool = False) -> None:
         self.url = url
         self.capture = capture
+        self.history = history
         self.data = data
         self.work = work
         self.dlt_python = dlt_python
@@ -157,10 +166,11 @@ class Bench:
 
     def cdc_sync(self, label: str) -> Measure:
         command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
-                   "--schema", "airflow", "--capture", self.capture, "--json"]
-        scans_before = task_instance_scans(self.url)
+                   "--schema", "airflow", "--capture", self.capture, "--json",
+                   *(["--history"] if self.history else [])]
+        scans_before, slot_before = task_instance_scans(self.url), slot_position(self.url)
         measure, stdout = run_process(command, f"cdc_sync-{label}")
-        scans_after = task_instance_scans(self.url)
+        scans_after, slot_after = task_instance_scans(self.url), slot_position(self.url)
         report = json.loads(stdout)
         if not report["ok"]:
             raise RuntimeError(f"cdc_sync reported failed tables: {report['tables']}")
@@ -169,6 +179,11 @@ class Bench:
                           "cycle_seconds": report["seconds"],
                           "task_instance_seq_scans": scans_after[0] - scans_before[0],
                           "task_instance_seq_tup_read": scans_after[1] - scans_before[1]}
+        if self.capture == "log":
+            # The WAL this cycle decoded: from where the slot stood before it to the position it read up to (where
+            # the slot stands after it; 0 for an initial sync, which makes the slot).
+            measure.detail["wal_decoded_bytes"] = (slot_after - slot_before
+                                                   if slot_before is not None and slot_after is not None else 0)
         return measure
 
     def dlt(self, label: str) -> Measure:
@@ -187,6 +202,14 @@ def task_instance_scans(url: str) -> tuple[int, int]:
         return connection.execute(TASK_INSTANCE_SCANS_SQL).fetchone()
 
 
+def slot_position(url: str) -> int | None:
+    """The log mode's slot's confirmed position (as a byte offset in the WAL), or None when there is no slot."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+                                 "WHERE slot_name = %s", (LOG_SLOT,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def mirror_counts(path: Path, tables: tuple[str, ...]) -> dict[str, int]:
     import duckdb
 
@@ -199,7 +222,8 @@ def source_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
         return {t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query") -> dict:
+def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query",
+        history: bool = False) -> dict:
     data = bench_dataset.Dataset(scale)
     dlt_python = None if skip_dlt else ensure_bench_venv()
     url = bench_dataset.PG_URL_TEMPLATE.format(database=data.database)
@@ -210,7 +234,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
         url, build_seconds = bench_dataset.build(data)
     work = RESULTS / f"work-x{scale}"
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(url, data, work, dlt_python, capture)
+    bench = Bench(url, data, work, dlt_python, capture, history)
     engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
     runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
     floors: list[Measure] = []
@@ -237,7 +261,7 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
     bench.reset()
     result = summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
     result["capture"] = capture
-    result["command"] += f" --capture {capture}"
+    result["command"] += f" --capture {capture}" + " --history" * history
     return result
 
 
@@ -252,7 +276,10 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
     for engine, scenarios in runs.items():
         summary[engine] = {
             scenario: {"median_s": median([m.seconds for m in measures]),
+                       "median_cpu_s": median([m.cpu_s for m in measures]),
                        "peak_rss_mib": max(m.peak_rss_mib for m in measures),
+                       **({"wal_decoded_bytes": max(m.detail.get("wal_decoded_bytes", 0) for m in measures)}
+                          if engine == "cdc_sync" else {}),
                        **({"task_instance_seq_scans": max(m.detail["task_instance_seq_scans"] for m in measures),
                            "task_instance_seq_tup_read": max(m.detail["task_instance_seq_tup_read"] for m in measures)}
                           if engine == "cdc_sync" else {})}
@@ -308,16 +335,18 @@ def markdown(result: dict) -> str:
         "",
         f"cdc_sync capture mode: {result.get('capture', 'query')}.",
         "",
-        "| scenario | cdc_sync | cdc_sync peak RSS | task_instance seq scans (tuples) |"
+        "| scenario | cdc_sync | cdc_sync CPU | cdc_sync peak RSS | task_instance seq scans (tuples) | WAL decoded |"
         + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
-        "|---|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
     ]
     labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
               "no_change": "cycle with no change"}
     for scenario in SCENARIOS:
         cdc = summary["cdc_sync"][scenario]
-        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['peak_rss_mib']:.0f} MiB | "
-               f"{cdc['task_instance_seq_scans']} ({cdc['task_instance_seq_tup_read']:,}) |")
+        wal = f"{cdc['wal_decoded_bytes'] / 2**20:.1f} MiB" if result.get("capture") == "log" else "n/a"
+        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['median_cpu_s']:.2f} s | "
+               f"{cdc['peak_rss_mib']:.0f} MiB | {cdc['task_instance_seq_scans']} "
+               f"({cdc['task_instance_seq_tup_read']:,}) | {wal} |")
         if has_dlt:
             dlt = summary["dlt"][scenario]
             row += (f" {dlt['median_s']:.2f} s | {dlt['peak_rss_mib']:.0f} MiB | "
@@ -351,8 +380,9 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
     parser.add_argument("--capture", choices=("log", "query"), default="query",
                         help="cdc_sync's capture mode (log: PostgreSQL logical decoding)")
+    parser.add_argument("--history", action="store_true", help="cdc_sync keeps <table>__history tables")
     args = parser.parse_args()
-    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture)
+    result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture, args.history)
     result["command"] += " --skip-dlt" * args.skip_dlt + " --drop" * args.drop
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

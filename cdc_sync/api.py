@@ -43,7 +43,8 @@ def sync(
     ``allow_foreign_source``, ``parallel_tables``, ``lock_wait_seconds`` (how long a table that another cycle is
     syncing is waited for; then it is left to that cycle and reported ``locked``, not failed), ``capture`` ("auto" |
     "log" | "query", see :mod:`cdc_sync.capture_choice`), ``max_retained_wal`` (bytes of WAL the log mode's slot
-    may keep before the cycle drops it and resyncs in the watermark mode; default 1 GiB). ``progress``
+    may keep before the cycle drops it and resyncs in the watermark mode; default 1 GiB), ``history`` (True: keep
+    every version of each row in ``<table>__history``, see :mod:`cdc_sync.history`). ``progress``
     receives each table's rows as they are read (:class:`cdc_sync.progress.ProgressLines` writes plain lines about
     every 10 s while a read lasts).
     Raises :class:`TableSyncError` after the cycle if any table failed (the others are committed).

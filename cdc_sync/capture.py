@@ -25,6 +25,7 @@ from cdc_sync.state import Watermark
 if TYPE_CHECKING:
     from cdc_sync.log_capture import LogSession
     from cdc_sync.log_changes import TableLogChanges
+    from cdc_sync.log_spool import LoggedChange
 
 
 @dataclass
@@ -45,10 +46,15 @@ class TableChanges:
     # Only rows rewritten since the last read come back, so the MERGE need not compare columns to skip unchanged
     # rows (see SourceSnapshot.reads_only_rewritten_rows).
     only_rewritten_rows: bool = False
-    # The log mode: the table's decoded changes (applied in place of ``upserts`` and the key-set comparison), and the
-    # source LSN saved with them (also after a first copy in log mode, which reads ``upserts``).
-    log: TableLogChanges | None = None
+    # The log mode: the table's decoded changes, collapsed in segments applied one after another (in place of
+    # ``upserts`` and the key-set comparison), and the source LSN saved with them (also after a first copy in log
+    # mode, which reads ``upserts``).
+    log: Iterable[TableLogChanges] | None = None
     log_position: str | None = None
+    # With history (cdc_sync.history_log): every version, uncollapsed, in the log's order, and the replica identity
+    # columns its deletes are given in.
+    log_versions: Callable[[], Iterable[LoggedChange]] | None = None
+    log_identity: tuple[str, ...] = ()
 
 
 class Capture(ABC):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cdc_sync import api
+from cdc_sync.config import parse_size
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.freshness import FreshnessReport, check_freshness, parse_duration
 from cdc_sync.progress import ProgressLines
@@ -82,6 +83,13 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--capture", type=click.Choice(["auto", "log", "query"]), default="auto", show_default=True,
                      help="How changes are found: the source's write-ahead log (PostgreSQL, opt-in), watermark "
                           "queries, or auto (says which it chose and why)."),
+        click.option("--history", is_flag=True,
+                     help="Keep every version of each row in <table>__history: each committed version in log "
+                          "capture, the versions each cycle saw in query capture."),
+        click.option("--max-retained-wal", default="1GB", show_default=True,
+                     help="Log capture: WAL the replication slot may keep, e.g. 512MB or 2GB (1 MB = 1024 kB, as in "
+                          "PostgreSQL). Past half, cycles warn; past it, the slot is dropped and the "
+                          "tables resynced in the watermark mode, so the slot cannot fill the source's disk."),
         click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Seconds to wait for a table another cycle is syncing (the others go on meanwhile); "
                           "then it is left to that cycle. On DuckDB: for the process writing the file."),
@@ -94,7 +102,9 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(source, destination, schema, tables, additional_tables, all_tables, deletes, include_column,
-             hash_column, lookback, allow_foreign_source, parallel_tables, capture, lock_wait) -> dict[str, Any]:
+             hash_column, lookback, allow_foreign_source, parallel_tables, capture, history,
+             max_retained_wal,
+             lock_wait) -> dict[str, Any]:
     if all_tables and tables:
         raise ConfigError("--all-tables and --tables exclude each other: use one.")
     return {
@@ -110,9 +120,18 @@ def _request(source, destination, schema, tables, additional_tables, all_tables,
         "allow_foreign_source": allow_foreign_source,
         "parallel_tables": parallel_tables,
         "capture": capture,
+        "history": history,
+        "max_retained_wal": _size("--max-retained-wal", max_retained_wal),
         "lock_wait_seconds": lock_wait,
         "raise_on_failure": False,
     }
+
+
+def _size(option: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise ConfigError(f"{option} {error}") from None
 
 
 def _print_report(report: CycleReport, as_json: bool) -> None:

@@ -21,6 +21,21 @@ DEFAULT_MAX_RETAINED_WAL = 1 << 30
 DEFAULT_SCHEMA = "airflow"
 DEFAULT_DESTINATION = "duckdb:///airflow_mirror.duckdb"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# Sizes as PostgreSQL writes them (max_slot_wal_keep_size): a kB is 1024 bytes, an MB 1024 kB.
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40,
+              "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``512MB``, ``2GB``, ``1.5GiB`` or ``1073741824``; units as PostgreSQL's (1 MB = 1024 kB)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if match is None or match.group(2) not in SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size: write a number and a unit (kB, MB, GB or TB), e.g. 512MB or 2GB.")
+    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+    if size < 1:
+        raise ValueError(f"{text!r} is no size at all: give at least one byte, e.g. 512MB.")
+    return size
 
 
 def schema_or_default(schema: str | None) -> str:
@@ -72,6 +87,8 @@ class SyncConfig:
     capture: CaptureMode = "auto"
     # Log capture: WAL the slot may keep (bytes) before the cycle drops it and resyncs in the watermark mode.
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL
+    # Keep every version of each row in <table>__history (cdc_sync.history).
+    history: bool = False
 
     @property
     def source_engine(self) -> str:
@@ -104,6 +121,7 @@ def build_config(
     hash_key: str | None = None,
     capture: str = "auto",
     max_retained_wal: int = DEFAULT_MAX_RETAINED_WAL,
+    history: bool = False,
 ) -> SyncConfig:
     """Validate a request, filling gaps from ``CDC_SYNC_*`` environment variables."""
     source = source or os.environ.get("CDC_SYNC_SOURCE_URL")
@@ -132,6 +150,8 @@ def build_config(
     if isinstance(max_retained_wal, bool) or not isinstance(max_retained_wal, int) or max_retained_wal < 1:
         raise ConfigError(f"max_retained_wal={max_retained_wal!r} must be a whole number of bytes, at least 1 (default "
                           f"{DEFAULT_MAX_RETAINED_WAL}, 1 GiB).")
+    if not isinstance(history, bool):
+        raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
     if lookback_seconds < 0:
         raise ConfigError("lookback_seconds must be zero or positive.")
     if isinstance(parallel_tables, bool) or not isinstance(parallel_tables, int) or not 1 <= parallel_tables <= 8:
@@ -157,5 +177,6 @@ def build_config(
         destination_options=dict(destination_options or {}),
         capture=capture,  # type: ignore[arg-type]
         max_retained_wal=max_retained_wal,
+        history=history,
         hash_key=validate_key(hash_key if hash_key is not None else os.environ.get("CDC_SYNC_HASH_KEY")),
     )

@@ -80,6 +80,7 @@ class CycleLocks:
         self._connection = open_destination(config.destination_url, config.destination_options)
         self._guard = threading.Lock()
         self._tables: set[str] = set()
+        self._shared = False
 
     @contextlib.contextmanager
     def schema_section(self) -> Iterator[None]:
@@ -126,16 +127,35 @@ class CycleLocks:
                 self._tables.discard(table)
                 self._connection.unlock(self.schema, table)
 
+    def share_schema(self) -> None:
+        """Hold the schema for the whole cycle in shared mode (PostgreSQL), so that a cdc_sync from before
+        per-table locks, which holds it exclusively for its whole cycle, never writes a table alongside this one."""
+        wait = max(self.wait_seconds, SCHEMA_WAIT_SECONDS)
+        if not keep_trying(lambda: self._connection.try_share_schema(self.schema), wait):
+            raise CycleAlreadyRunningError(
+                f"A cdc_sync older than per-table locks has held schema {self.schema!r} for over {wait:g} s (it "
+                "locks the whole schema for its whole cycle): let it finish, and upgrade every worker that syncs "
+                "this schema."
+            )
+        self._shared = True
+
     def close(self) -> None:
         """Release what is still held (after a failure) and close the lock connection; its session locks and
         lease rows go with it."""
         try:
             for table in sorted(self._tables):
                 self.release_table(table)
+            if self._shared:
+                self._connection.unshare_schema(self.schema)
         finally:
             self._connection.close()
 
     def __enter__(self) -> CycleLocks:
+        try:
+            self.share_schema()
+        except BaseException:
+            self._connection.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

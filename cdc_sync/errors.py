@@ -33,6 +33,11 @@ class ConfigError(CdcSyncError):
 class UnknownTableError(ConfigError):
     """A table named by the user does not exist in the source database."""
 
+    def __init__(self, message: str, missing: tuple[str, ...] = (), requested: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing  # the named tables the source lacks
+        self.requested = requested  # every table named
+
 
 class NotAnAirflowDatabaseError(ConfigError):
     """The source is not an Airflow metadata database (or Airflow's tables are in a schema it was not told of)."""

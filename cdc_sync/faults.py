@@ -29,12 +29,15 @@ POINTS = {
     "merge": "the rows are in the mirror table (MERGE or append), before deletes",
     "deletes": "the source's keys are staged for delete reconciliation, before rows are marked",
     "column_ddl": "a column was added to the mirror table",
+    "history": "history=True: the table's versions are in its history table, before the watermark",
     "state": "the watermark is written, the run record not yet",
     "commit": "everything is written, just before COMMIT",
     "advance": "log capture: every table's cycle committed, before the replication slot advances",
 }
 # Points only a log-capture cycle reaches.
 LOG_CAPTURE_POINTS = frozenset({"advance"})
+# Points only a cycle with history=True reaches.
+HISTORY_POINTS = frozenset({"history"})
 MODES = ("raise", "kill", "transient", "transient-always")
 
 # How often each point was reached while armed in this process (tests read it; transient faults fire once).

@@ -1,7 +1,7 @@
 """Applying one table's log changes (:class:`cdc_sync.log_changes.TableLogChanges`) to its mirror, through the same
-staging tables and dialect MERGE as the query mode, inside the table's transaction: first a TRUNCATE, then the
-deletes, then the upserts, one MERGE per group of rows carrying the same columns (an unchanged TOASTed column is
-left out of its group's MERGE, so the mirror keeps its value).
+staging tables and dialect MERGE as the query mode, inside the table's transaction, one segment of changes after
+another; in each, first a TRUNCATE, then the deletes, then the upserts, one MERGE per group of rows carrying the
+same columns (an unchanged TOASTed column is left out of its group's MERGE, so the mirror keeps its value).
 """
 
 from __future__ import annotations
@@ -20,10 +20,23 @@ from cdc_sync.plan import TablePlan
 Transform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
 
 
-def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, changes: TableLogChanges,
-                      synced_at: datetime, transform: Transform) -> tuple[int, int]:
-    """Write the changes; returns the rows written and deleted. ``transform`` is applied to every batch (hashed
-    columns), as to the query mode's rows."""
+def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, segments: Iterable[TableLogChanges],
+                      synced_at: datetime, transform: Transform) -> tuple[int, int, int]:
+    """Write the changes, segment after segment (each collapsed on its own: applied in order, they leave the mirror
+    as their whole would); returns the rows written and deleted, and the changes read. ``transform`` is applied to
+    every batch (hashed columns), as to the query mode's rows."""
+    written = deleted = read = 0
+    for changes in segments:
+        segment_written, segment_deleted = _apply_segment(destination, schema, plan, changes, synced_at, transform)
+        written += segment_written
+        deleted += segment_deleted
+        read += changes.changes_read
+    faults.point("merge")
+    return written, deleted, read
+
+
+def _apply_segment(destination: Destination, schema: str, plan: TablePlan, changes: TableLogChanges,
+                   synced_at: datetime, transform: Transform) -> tuple[int, int]:
     dialect = destination.dialect
     deleted = 0
     if plan.delete_mode != "ignore":
@@ -44,7 +57,6 @@ def apply_log_changes(destination: Destination, schema: str, plan: TablePlan, ch
                                   plan.nullable_key, synced_at)
             written += max(destination.execute(merge), 0)
         destination.execute(dialect.drop_staging(staging))
-    faults.point("merge")
     return written, deleted
 
 

@@ -14,25 +14,27 @@ slot at once):
 4. once every table has committed, the slot advances to the lowest position stored (:meth:`LogSession.advance`).
    A crash before that replays changes at or below the stored positions, which are skipped.
 
-The whole peek is held in memory: a cycle's memory follows the changes since the last cycle.
+The peek is read once, as a stream, and spooled to local disk table by table (:mod:`cdc_sync.log_spool`); each
+table's changes are read back and collapsed in segments of a bounded size, applied in order in the table's
+transaction. A cycle's memory follows neither the changes since the last cycle nor the largest transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cdc_sync import faults
 from cdc_sync.capture import Capture, TableChanges
 from cdc_sync.config import SyncConfig
-from cdc_sync.log_changes import LoggedChange, TableLogChanges, collapse, logged_changes
+from cdc_sync.log_changes import TableLogChanges, collapse_in_segments
+from cdc_sync.log_spool import ChangeSpool, LoggedChange
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import SourceSnapshot, open_log
 from cdc_sync.sources.boundary import TranslatedLog
-from cdc_sync.sources.pgoutput import Commit, Delete, Insert, Relation, Truncate, Update, format_lsn, parse_lsn
+from cdc_sync.sources.pgoutput import format_lsn, parse_lsn
 from cdc_sync.sources.publication import LogNames, PublishedTable
 from cdc_sync.state import Watermark
 
@@ -44,8 +46,7 @@ class LogSession:
     """One cycle's read of the slot: every published table's committed changes up to the WAL position at its start."""
 
     def __init__(self, source_log: TranslatedLog, tables: Sequence[str], slot_position: int, position: int,
-                 changes: Mapping[str, list[LoggedChange]], identities: Mapping[str, tuple[str, ...]],
-                 unlogged: frozenset[str] = frozenset()) -> None:
+                 spool: ChangeSpool, unlogged: frozenset[str] = frozenset()) -> None:
         self._log = source_log
         self.tables = tuple(tables)
         # Tables whose changes before this cycle the slot may not hold (the slot was made now, or the table was just
@@ -53,8 +54,7 @@ class LogSession:
         self.unlogged = unlogged
         self.slot_position = slot_position  # where the slot stood before this cycle's peek
         self.position = position  # every change committed before it has been read
-        self._changes = changes
-        self._identities = identities
+        self._spool = spool
 
     @classmethod
     def open(cls, config: SyncConfig, plans: Sequence[TablePlan], warnings: list[str]) -> LogSession | None:
@@ -78,21 +78,36 @@ class LogSession:
             status = source_log.status()
             slot_position = status.confirmed_flush_lsn or status.restart_lsn or 0
             upto = source_log.current_lsn()
-            changes, identities, last_commit = _read(source_log.peek(upto), {plan.name for plan in plans})
+            spool = ChangeSpool({plan.name: plan.column_names for plan in plans})
         except BaseException:
             source_log.close()
             raise
+        try:
+            spool.read(source_log.peek(upto))
+        except BaseException:
+            spool.close()
+            source_log.close()
+            raise
         unlogged = frozenset(plan.name for plan in plans if plan.name not in published_before)
-        return cls(source_log, [plan.name for plan in plans], slot_position, max(upto, last_commit), changes,
-                   identities, unlogged)
+        return cls(source_log, [plan.name for plan in plans], slot_position, max(upto, spool.last_commit), spool,
+                   unlogged)
 
     def capture(self, snapshot: SourceSnapshot, lookback_seconds: float) -> LogCapture:
         return LogCapture(self, snapshot, lookback_seconds)
 
-    def table_changes(self, plan: TablePlan, after: int) -> TableLogChanges:
-        """The table's changes committed after ``after`` (its stored position), collapsed."""
-        changes = (change for change in self._changes.get(plan.name, ()) if change.end_lsn > after)
-        return collapse(plan, self._identities.get(plan.name, plan.table.primary_key), changes)
+    def table_versions(self, plan: TablePlan, after: int) -> Iterator[LoggedChange]:
+        """Every version of the table committed after ``after`` (its stored position), in the log's order, each
+        with its message's LSN and its commit's end LSN and time: read from the spool as it is consumed."""
+        return self._spool.versions(plan.name, after, plan.column_names)
+
+    def identity(self, plan: TablePlan) -> tuple[str, ...]:
+        """The replica identity columns the table's deletes are given in."""
+        return tuple(self._spool.identity(plan.name) or plan.table.primary_key)
+
+    def table_changes(self, plan: TablePlan, after: int) -> Iterator[TableLogChanges]:
+        """The table's changes committed after ``after``, collapsed in segments applied one after another."""
+        identity = self._spool.identity(plan.name) or plan.table.primary_key
+        return collapse_in_segments(plan, identity, self._spool.batches(plan.name, after))
 
     def advance(self, watermarks: Mapping[str, Watermark]) -> None:
         """Move the slot to the lowest position the published tables have committed, so the source may recycle the
@@ -104,7 +119,10 @@ class LogSession:
         self._log.advance(min(parse_lsn(position) for position in positions))  # type: ignore[arg-type]
 
     def close(self) -> None:
-        self._log.close()
+        try:
+            self._log.close()
+        finally:
+            self._spool.close()
 
     def __enter__(self) -> LogSession:
         return self
@@ -137,40 +155,6 @@ def retained_wal_verdict(retained: int | None, wal_status: str | None, bound: in
                              f"({bound / MIB:,.0f} MiB); past it, the slot is dropped and the tables resynced.")
 
 
-def _read(messages: Iterable[Any], tables: set[str]) \
-        -> tuple[dict[str, list[LoggedChange]], dict[str, tuple[str, ...]], int]:
-    """The peeked messages as each table's changes, stamped with their commit's end; the identity columns of each
-    table; and the last commit's end (0: none)."""
-    relations: dict[int, Relation] = {}
-    changes: dict[str, list[LoggedChange]] = {}
-    identities: dict[str, tuple[str, ...]] = {}
-    pending: list[tuple[str, Any, Relation]] = []  # the open transaction's row messages
-    last_commit = 0
-    for item in messages:
-        message = item.message
-        if isinstance(message, Relation):
-            relations[message.relation_id] = message
-            identities[message.name] = tuple(column.name for column in message.columns if column.is_key)
-        elif isinstance(message, Insert | Update | Delete):
-            relation = relations[message.relation_id]
-            pending.append((relation.name, message, relation))
-        elif isinstance(message, Truncate):
-            for relation_id in message.relation_ids:
-                relation = relations[relation_id]
-                pending.append((relation.name, message, relation))
-        elif isinstance(message, Commit):
-            last_commit = message.end_lsn
-            for name, row_message, relation in pending:
-                if name not in tables:
-                    continue
-                if isinstance(row_message, Truncate):
-                    changes.setdefault(name, []).append(LoggedChange(message.end_lsn, "truncate"))
-                else:
-                    changes.setdefault(name, []).extend(logged_changes(row_message, relation, message.end_lsn))
-            pending = []
-    return changes, identities, last_commit
-
-
 class LogCapture(Capture):
     """A table's changes from the session's peek, or its first copy through the query path."""
 
@@ -196,6 +180,9 @@ class LogCapture(Capture):
                 read_everything=True,
                 log_position=format_lsn(self.session.slot_position),
             )
+        after = self._after
         return TableChanges(upserts=(), position_to_commit=lambda _max_seen: position, read_everything=False,
-                            log=self.session.table_changes(plan, self._after),
-                            log_position=format_lsn(self.session.position))
+                            log=self.session.table_changes(plan, after),
+                            log_position=format_lsn(self.session.position),
+                            log_versions=lambda: self.session.table_versions(plan, after),
+                            log_identity=self.session.identity(plan))

@@ -5,38 +5,39 @@ Rules that keep the mirror exact:
 
 - An unchanged TOASTed value (pgoutput's ``u``) is not NULL: the mirror keeps what it has. Rows are grouped by their
   set of unchanged columns, and each group is merged with only the columns it carries, so the MERGE never touches
-  the others. An earlier version of the same row within the batch supplies the value when it has one.
+  the others. An earlier version of the same row within the segment supplies the value when it has one.
 - Under REPLICA IDENTITY DEFAULT a DELETE carries only the primary key, which need not be the mirror's merge key
   (Airflow 3's task_instance has a UUID ``id`` and the natural merge key dag_id, task_id, run_id, map_index). Deletes
   are therefore resolved through the mirror's own copy of the replica identity columns, and applied before the
   upserts: a row deleted and written again within the batch ends up written.
-- An UPDATE that changes the replica identity (a new task instance UUID) deletes the old identity, then upserts.
+- An UPDATE that changes the replica identity (a new task instance UUID) deletes the old identity, then upserts
+  (the spool, :mod:`cdc_sync.log_spool`, records it as those two changes).
 - A TRUNCATE forgets every change before it, and empties the mirror first.
+- A table's changes are collapsed :data:`SEGMENT_CHANGES` at a time (:func:`collapse_in_segments`): each segment is
+  applied before the next, so the rules above hold across segments as within one.
+
+The changes come as the spool's Arrow batches (:mod:`cdc_sync.log_spool`): only the key, identity and bookkeeping
+columns are read into Python; the surviving rows are taken from the batches by index, and their text is parsed into
+the plan's types by Arrow, as the query mode parses COPY's CSV.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import repeat
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from cdc_sync.errors import SourceError
+from cdc_sync.log_spool import DELETES, KIND, TRUNCATE, UNSENT
 from cdc_sync.plan import TablePlan
 from cdc_sync.sources.csv_stream import csv_batches
-from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, Truncate, Update, Value
+from cdc_sync.sources.pgoutput import Value
 
-RowValues = dict[str, Value]
-
-
-@dataclass(frozen=True)
-class LoggedChange:
-    """One change of a table as the log holds it: ``kind`` is upsert, delete or truncate; ``values`` maps column
-    names to their text forms (for a delete, the replica identity columns only)."""
-
-    end_lsn: int  # the end of its transaction's commit record
-    kind: str
-    values: RowValues = field(default_factory=dict)
+# Changes collapsed and applied at a time: bounds a cycle's memory when one table changed more.
+SEGMENT_CHANGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -62,85 +63,119 @@ class TableLogChanges:
         return sum(batch.num_rows for group in self.upserts for batch in group.batches)
 
 
-def logged_changes(message: Insert | Update | Delete | Truncate, relation: Relation,
-                   end_lsn: int) -> Iterator[LoggedChange]:
-    """A decoded row message as the changes it makes to its table (a TRUNCATE: one per table, see
-    :func:`truncated_tables`)."""
-    names = relation.column_names
-    identity = tuple(column.name for column in relation.columns if column.is_key)
-    if isinstance(message, Insert):
-        yield LoggedChange(end_lsn, "upsert", dict(zip(names, message.new, strict=True)))
-    elif isinstance(message, Update):
-        new = dict(zip(names, message.new, strict=True))
-        if message.old is not None:
-            old = dict(zip(names, message.old, strict=True))
-            old_key = {name: old[name] for name in identity}
-            if any(old_key[name] != new[name] for name in identity if new[name] is not UNCHANGED_TOAST):
-                yield LoggedChange(end_lsn, "delete", old_key)
-        yield LoggedChange(end_lsn, "upsert", new)
-    elif isinstance(message, Delete):
-        old = dict(zip(names, message.old, strict=True))
-        yield LoggedChange(end_lsn, "delete", {name: old[name] for name in identity})
+def collapse_in_segments(plan: TablePlan, identity: Sequence[str],
+                         batches: Iterable[pa.RecordBatch]) -> Iterator[TableLogChanges]:
+    """The spooled changes (in LSN order) collapsed about :data:`SEGMENT_CHANGES` at a time (whole spool batches):
+    applied in order, the segments leave the mirror as one collapse of them all would, and memory holds one segment
+    however many changes there are."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= SEGMENT_CHANGES:
+            yield collapse(plan, identity, pa.Table.from_batches(pending))
+            pending, rows = [], 0
+    if pending:
+        yield collapse(plan, identity, pa.Table.from_batches(pending))
 
 
-def collapse(plan: TablePlan, identity: Sequence[str], changes: Iterable[LoggedChange]) -> TableLogChanges:
-    """The changes (in LSN order) reduced to one upsert per merge key and one delete per identity."""
-    key, identity = plan.merge_key, tuple(identity)
-    upserts: dict[tuple[Value, ...], RowValues] = {}
+def collapse(plan: TablePlan, identity: Sequence[str], changes: pa.Table) -> TableLogChanges:
+    """Spooled changes (in LSN order) reduced to one upsert per merge key and one delete per identity. Rows are
+    tracked by their index in ``changes``; only the columns that key them are read into Python."""
+    identity = tuple(identity)
+    names = plan.column_names
+    kinds = changes.column(KIND).to_pylist()
+    unsent_lists = changes.column(UNSENT).to_pylist()
+    merge_keys = zip(*(changes.column(name).to_pylist() for name in plan.merge_key), strict=True)
+    identities = (zip(*(changes.column(name).to_pylist() for name in identity), strict=True) if identity
+                  else repeat(()))
+    upserts: dict[tuple[Value, ...], int] = {}  # merge key → the index of its last version
     upsert_by_identity: dict[tuple[Value, ...], tuple[Value, ...]] = {}
-    deletes: dict[tuple[Value, ...], RowValues] = {}
-    truncated, read = False, 0
-    for change in changes:
-        read += 1
-        if change.kind == "truncate":
+    deletes: dict[tuple[Value, ...], int] = {}  # identity → the index of its delete
+    unsent_of: dict[int, frozenset[str]] = {}  # index → the columns its upsert leaves as the mirror has them
+    filled: dict[int, dict[str, Value]] = {}  # index → values an earlier version supplied for its unsent columns
+    truncated = False
+    guarded = frozenset(plan.merge_key) | frozenset(identity)
+    for index, (kind, merge_key, row_identity) in enumerate(zip(kinds, merge_keys, identities, strict=False)):
+        if kind == TRUNCATE:
             upserts.clear()
             upsert_by_identity.clear()
             deletes.clear()
             truncated = True
-            continue
-        row_identity = tuple(change.values.get(name) for name in identity)
-        if change.kind == "delete":
-            deletes[row_identity] = change.values
-            merge_key = upsert_by_identity.pop(row_identity, None)
-            if merge_key is not None:
-                upserts.pop(merge_key, None)
-            continue
-        values = {name: change.values[name] for name in plan.column_names if name in change.values}
-        merge_key = tuple(values.get(name) for name in key)
-        if UNCHANGED_TOAST in merge_key or UNCHANGED_TOAST in row_identity:
-            raise SourceError(f"The log sent a row of {plan.name} without its key (an unchanged TOASTed key column): "
-                              "resync the table with `cdc-sync resync --table`.")
-        earlier = upserts.get(merge_key)
-        if earlier is not None:
-            values = {name: earlier.get(name, value) if value is UNCHANGED_TOAST else value
-                      for name, value in values.items()}
-        upserts[merge_key] = values
-        upsert_by_identity[row_identity] = merge_key
-    return TableLogChanges(truncated, identity, _batches(plan, identity, list(deletes.values())),
-                           _upsert_groups(plan, upserts.values()), read)
+        elif kind in DELETES:
+            deletes[row_identity] = index
+            earlier_key = upsert_by_identity.pop(row_identity, None)
+            if earlier_key is not None:
+                upserts.pop(earlier_key, None)
+        else:
+            earlier = upserts.get(merge_key)
+            unsent_text = unsent_lists[index]
+            if unsent_text is not None:
+                unsent = {names[int(position)] for position in unsent_text.split(",")}
+                if unsent & guarded:
+                    raise SourceError(f"The log sent a row of {plan.name} without its key (an unchanged TOASTed key "
+                                      "column): resync the table with `cdc-sync resync --table`.")
+                if earlier is not None:
+                    supplied = _earlier_values(changes, earlier, unsent, unsent_of, filled)
+                    if supplied:
+                        filled[index] = supplied
+                        unsent -= supplied.keys()
+                if unsent:
+                    unsent_of[index] = frozenset(unsent)
+            upserts[merge_key] = index
+            upsert_by_identity[row_identity] = merge_key
+    return TableLogChanges(truncated, identity, _typed(plan, identity, changes, list(deletes.values())),
+                           _upsert_groups(plan, changes, upserts.values(), unsent_of, filled), len(kinds))
 
 
-def _upsert_groups(plan: TablePlan, rows: Iterable[RowValues]) -> list[UpsertGroup]:
-    grouped: dict[tuple[str, ...], list[RowValues]] = {}
-    for row in rows:
-        columns = tuple(name for name in plan.column_names if name in row and row[name] is not UNCHANGED_TOAST)
-        grouped.setdefault(columns, []).append(row)
-    return [UpsertGroup(columns, _batches(plan, columns, group)) for columns, group in grouped.items()]
+def _earlier_values(changes: pa.Table, earlier: int, unsent: set[str], unsent_of: dict[int, frozenset[str]],
+                    filled: dict[int, dict[str, Value]]) -> dict[str, Value]:
+    """The values an earlier version of the row has for columns a later one did not send (rare: a TOASTed value
+    written, then another column updated, within one segment)."""
+    supplied = dict(filled.get(earlier, {}))
+    for name in unsent - unsent_of.get(earlier, frozenset()) - supplied.keys():
+        supplied[name] = changes.column(name)[earlier].as_py()
+    return {name: value for name, value in supplied.items() if name in unsent}
 
 
-def _batches(plan: TablePlan, columns: tuple[str, ...], rows: list[RowValues]) -> list[pa.RecordBatch]:
-    """Rows of text values as Arrow batches of the plan's types, parsed as the query mode parses COPY's CSV (both
-    are the types' text output)."""
-    if not rows:
+def _upsert_groups(plan: TablePlan, changes: pa.Table, indexes: Iterable[int], unsent_of: dict[int, frozenset[str]],
+                   filled: dict[int, dict[str, Value]]) -> list[UpsertGroup]:
+    names = plan.column_names
+    grouped: dict[frozenset[str], list[int]] = {}
+    for index in indexes:
+        grouped.setdefault(unsent_of.get(index, frozenset()), []).append(index)
+    groups = []
+    for unsent, group in grouped.items():
+        columns = tuple(name for name in names if name not in unsent)
+        groups.append(UpsertGroup(columns, _typed(plan, columns, changes, group, filled)))
+    return groups
+
+
+def _typed(plan: TablePlan, columns: tuple[str, ...], changes: pa.Table, indexes: list[int],
+           filled: dict[int, dict[str, Value]] | None = None) -> list[pa.RecordBatch]:
+    """The rows at ``indexes``, text values, as Arrow batches of the plan's types, parsed as the query mode parses
+    COPY's CSV (both are the types' text output): Arrow writes the text as CSV (NULL an unquoted empty field, every
+    value quoted) and parses it back, with no Python object per value."""
+    if not indexes:
         return []
-    lines = (",".join(_csv_field(row.get(name)) for name in columns).encode() + b"\n" for row in rows)
-    return list(csv_batches(lines, tuple(plan.table.column(name) for name in columns)))
+    rows = changes.select(list(columns)).take(pa.array(indexes, pa.int64()))
+    patches = [(position, filled[index]) for position, index in enumerate(indexes) if filled and index in filled]
+    if patches:
+        rows = _patched(rows, patches)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(rows, sink, _CSV_WRITE)
+    return list(csv_batches([sink.getvalue()], tuple(plan.table.column(name) for name in columns)))
 
 
-def _csv_field(value: Value) -> str:
-    """NULL as an unquoted empty field, every value quoted (so an empty string stays one)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise SourceError("The log sent a value in binary form: the slot must decode with pgoutput's text format.")
-    return '"' + value.replace('"', '""') + '"'
+def _patched(rows: pa.Table, patches: list[tuple[int, dict[str, Value]]]) -> pa.Table:
+    for name in {name for _, values in patches for name in values if name in rows.column_names}:
+        column = rows.column(name).to_pylist()
+        for position, values in patches:
+            if name in values:
+                column[position] = values[name]
+        rows = rows.set_column(rows.column_names.index(name), name, pa.array(column, pa.string()))
+    return rows
+
+
+_CSV_WRITE = pa_csv.WriteOptions(include_header=False, quoting_style="needed")

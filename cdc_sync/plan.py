@@ -101,7 +101,8 @@ def select_tables(config: SyncConfig, available: Iterable[str]) -> tuple[list[st
     if missing:
         raise UnknownTableError(
             f"Table(s) {', '.join(missing)} do not exist in the source database: check the spelling, or remove them "
-            "from tables/additional_tables (cdc-sync status lists what is mirrored)."
+            "from tables/additional_tables (cdc-sync status lists what is mirrored).",
+            missing=tuple(missing), requested=tuple(required),
         )
     ordered: list[str] = []
     for name in [*selected, *required]:

@@ -11,6 +11,7 @@ since the last read; the MERGE updates those without comparing columns, see
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -33,6 +34,8 @@ from cdc_sync.digests import digest_for, digest_switches, meta_key
 from cdc_sync.drift import prepare_mirror_table, schema_mirror_columns
 from cdc_sync.errors import CdcSyncError, ConfigError, CycleAlreadyRunningError
 from cdc_sync.guards import SourceWasReset, source_was_reset, vanished_table_warnings
+from cdc_sync.history import prepare_history_table, record_query_versions, seed_history
+from cdc_sync.history_log import record_log_versions
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
 from cdc_sync.log_capture import LogSession
@@ -102,6 +105,8 @@ class TableCycle:
         destination.begin()
         # New columns come with previous=None from cdc_sync.guards (a full re-read), so no row is left without them.
         prepare_mirror_table(destination, schema, plan, mirror_columns)
+        history = self.config.history and bool(plan.merge_key)  # a keyless table has no rows to follow
+        new_history = history and prepare_history_table(destination, schema, plan)
         if plan.name in self.digest_switches:
             destination.execute(dialect.delete_all(schema, plan.name))
         staging = dialect.staging_name(plan.name)
@@ -116,10 +121,14 @@ class TableCycle:
         read_everything = changes.read_everything
         live_rows: int | None = None
         if changes.log is not None:
-            report.rows_written, report.rows_deleted = apply_log_changes(
-                destination, schema, plan, changes.log, started,
-                lambda rows: hash_columns(rows, plan.hashed_columns, self.digest.hex_digest))
-            tally.rows = changes.log.changes_read
+            hashed = functools.partial(hash_columns, names=plan.hashed_columns, hex_digest=self.digest.hex_digest)
+            if new_history:
+                seed_history(destination, schema, plan, started)
+            if history and changes.log_versions is not None:  # before the mirror changes: it holds unsent values
+                record_log_versions(destination, schema, plan, changes.log_versions(), changes.log_identity, started,
+                                    hashed)
+            report.rows_written, report.rows_deleted, tally.rows = apply_log_changes(
+                destination, schema, plan, changes.log, started, hashed)
         elif not plan.merge_key:
             report.rows_written = self._append(plan, staging, batches, started, replace_all=True)
             faults.point("merge")
@@ -147,6 +156,10 @@ class TableCycle:
                 )
             finally:
                 source_count.settle()
+        if new_history and changes.log is None:  # after the data changes (Snowflake: staging DDL comes first)
+            seed_history(destination, schema, plan, started)
+        if history and changes.log is None and (report.rows_written or report.rows_deleted):
+            record_query_versions(destination, schema, plan, started, report.rows_deleted)
         report.rows_read = tally.rows
         if live_rows is None:
             live_rows = int(destination.scalar(dialect.count_live(schema, plan.name)))
@@ -304,8 +317,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             state = StateStore(destination, config.schema)
             with locks.schema_section():
                 state.migrate()
+                destination.use_schema(config.schema)  # the state tables exist: Redshift's writes may lock them
                 state.claim_source(source.identity(), allow_foreign=config.allow_foreign_source)
-            destination.use_schema(config.schema)
             with contextlib.ExitStack() as log_hold:
                 log_session = None
                 if capture.mode == "log":

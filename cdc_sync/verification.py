@@ -106,6 +106,13 @@ def verify_mirror(config: SyncConfig, *, only: Iterable[str] | None = None, fix:
             watermarks = state.watermarks() if state.has_state() else {}
             hex_digest = digest_for(config.hash_key).hex_digest
             if fix and watermarks:
+                # Held until the connection closes, as a cycle holds it: a cdc_sync from before per-table locks
+                # (which locks the whole schema for its cycle) never repairs or syncs alongside.
+                if not destination.try_share_schema(config.schema):
+                    raise CycleAlreadyRunningError(
+                        f"A cdc_sync older than per-table locks is syncing schema {config.schema!r}: run verify "
+                        "--fix once it has finished, and upgrade every worker that syncs this schema."
+                    )
                 destination.use_schema(config.schema)
             for plan in plans:
                 mark = watermarks.get(plan.name)

@@ -3,6 +3,7 @@ background, then ``airflow dags test --use-executor`` with the LocalExecutor. Us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -46,7 +47,8 @@ def _dags_test_until_run_ends(command: list[str], env: dict[str, str], home: Pat
                     ended_at = now
                 if ended_at is not None and now - ended_at > grace:
                     break
-                time.sleep(1)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=1)  # back at once when the command exits, else a look a second
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, 9)

@@ -445,3 +445,50 @@ def test_seed_dag_on_airflow2(run_databases, tmp_path):
         env=env, capture_output=True, text=True, timeout=180)
     assert resolved.stdout.strip().endswith("resolved"), resolved.stderr[-2000:]
 
+
+
+def test_a_mapped_task_over_a_default_table_this_airflow_lacks_is_skipped(monkeypatch, airflow3_source, tmp_path,
+                                                                          caplog):
+    """tables_to_fan_out() maps over every default table, some of which an Airflow database may lack (task_fail
+    on Airflow 3, ab_* without the FAB auth manager): such a task is skipped, which fails no DAG run, with the
+    reason in its log; a table that is no default one still fails the task."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from cdc_sync.airflow.decorator import tables_to_fan_out
+    from cdc_sync.sources import open_source
+    from cdc_sync.urls import parse_url
+
+    with open_source(parse_url(airflow3_source, role="source")) as source:
+        absent = [table for table in tables_to_fan_out() if table not in source.list_tables()]
+    assert "task_fail" in absent  # the real Airflow 3 schema
+    mirror = tmp_path / "m.duckdb"
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror)}))
+    operator = _operator(db_type="duckdb", connection_id="main", source_url=airflow3_source)
+    for table in ["task_fail", *(table for table in absent if table.startswith("ab_"))][:2]:
+        with pytest.raises(AirflowSkipException, match=rf"{table}: not in this Airflow database.*skipped"):
+            operator.run_cycle({"tables": [table]})
+    assert not mirror.exists()  # nothing written
+    with pytest.raises(AirflowFailException, match="no_such_table"):
+        operator.run_cycle({"tables": ["no_such_table"]})
+    with pytest.raises(AirflowFailException, match="task_fail"):  # named with a table that exists: a mistake
+        operator.run_cycle({"tables": ["task_fail", "dag"]})
+
+
+def test_history_option_keeps_versions_and_a_bad_value_fails_at_parse(monkeypatch, airflow3_source, tmp_path):
+    import duckdb
+
+    from cdc_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="history='yes' must be True"):
+        _operator(db_type="duckdb", connection_id="main", history="yes")
+    mirror = tmp_path / "m.db"
+    monkeypatch.setenv("AIRFLOW_CONN_MAIN", json.dumps({"conn_type": "duckdb", "host": str(mirror)}))
+    operator = _operator(db_type="duckdb", connection_id="main", source_url=airflow3_source,
+                         destination_schema="mirror", history=True)
+    assert operator.run_cycle({"tables": ["dag_run"]})["ok"]
+    connection = duckdb.connect(str(mirror))
+    try:
+        versions = connection.execute('SELECT _cdc_op, count(*) FROM "mirror"."dag_run__history" GROUP BY 1').fetchall()
+    finally:
+        connection.close()
+    assert versions == [("insert", 50)]

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cdc_sync.cli import main
+from cdc_sync.config import parse_size
 from tests.mirror_check import mirror_query
 
 SECRET = "pw-Zq81x"
@@ -81,6 +82,10 @@ CASES: dict[str, Case] = {
                                   2, "exclude each other"),
     "column reference without a dot": Case(lambda p: ["run", "--source", f"{PG}/x", "--hash-column", "email"],
                                            2, "must be written table.column"),
+    "max retained WAL not a size": Case(lambda p: ["run", "--source", f"{PG}/x", "--max-retained-wal", "lots"],
+                                        2, "'lots' is not a size: write a number and a unit"),
+    "max retained WAL of nothing": Case(lambda p: ["run", "--source", f"{PG}/x", "--max-retained-wal", "0GB"],
+                                        2, "'0GB' is no size at all"),
     "negative lookback": Case(lambda p: ["run", "--source", f"{PG}/x", "--lookback", "-1"],
                               2, "lookback_seconds must be zero or positive"),
     "schema longer than DuckDB allows": Case(lambda p: ["run", "--source", f"{PG}/x", "--destination", p.mirror,
@@ -200,3 +205,9 @@ def test_a_malformed_time_in_one_table_fails_that_table_and_the_others_carry_on(
     assert runs.pop("dag_run") == "failed" and set(runs.values()) == {"ok"} and "task_instance" in runs
     assert "start_date" in errors["dag_run"] and errors["task_instance"] is None
     assert task_instances > 0
+
+
+@pytest.mark.parametrize(("text", "size"), [("512MB", 512 << 20), ("2GB", 2 << 30), ("2 gb", 2 << 30),
+                                            ("1.5GiB", 3 << 29), ("64kB", 64 << 10), ("1048576", 1 << 20)])
+def test_sizes_are_read_as_postgresql_writes_them(text: str, size: int) -> None:
+    assert parse_size(text) == size

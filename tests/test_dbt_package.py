@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,9 @@ import psycopg
 import pytest
 
 import cdc_sync
-from tests.airflow_runs import PROBE_DAG_ID, clear_task, run_probe_dag
+from tests.airflow_runs import PROBE_DAG_ID, clean_and_clear_task, run_probe_dag
 from tests.airflow_schema import (
     AIRFLOW2_BIN,
-    airflow_db_clean,
     pg_airflow2_template,
     pg_airflow3_template,
     pg_execute,
@@ -113,55 +113,81 @@ def _read_marts(adapter: str, duckdb_path: Path, pg_url: str) -> dict[str, tuple
         connection.close()
 
 
-def _build(version: str, template: str, factory: pytest.TempPathFactory):
-    require_dbt()
-    suffix = uuid.uuid4().hex[:8]
-    source_name, mirror_name = f"cdc_dbt_src{version}_{suffix}", f"cdc_dbt_dst{version}_{suffix}"
-    source = pg_recreate_database(source_name, template=template)
+TEMPLATES = {"3": pg_airflow3_template, "2": pg_airflow2_template}
+
+
+def _build(version: str, source_name: str, mirror_name: str, directory: Path) -> Built:
+    source = pg_recreate_database(source_name, template=TEMPLATES[version]())
     mirror_pg = pg_recreate_database(mirror_name)
+    driver = "postgresql+psycopg://" if version == "3" else "postgresql+psycopg2://"
+    airflow_bin = None if version == "3" else str(AIRFLOW2_BIN)
+    conn = source.replace("postgresql://", driver)
+    run_probe_dag(conn, LOGICAL_DATES, airflow_bin=airflow_bin)
+    before_clean = _read_truth(source, version)
+
+    mirror_duckdb = directory / "mirror.duckdb"
+    destinations = (f"duckdb:///{mirror_duckdb}", mirror_pg)
+    options = {"schema": MIRROR_SCHEMA, "additional_tables": ["task_instance_history"]}
+    for destination in destinations:
+        assert cdc_sync.sync(source, destination, **options).ok
+    # Cleared after the purge: Airflow 2's db clean keeps the run with the latest start_date, and a clear
+    # empties a run's start_date.
+    clean_and_clear_task(conn, CLEAN_BEFORE, CLEARED_TASK, CLEARED_DATE, airflow_bin=airflow_bin)
+    purged = set(before_clean.runs) - _run_keys(source)
+    truth = _merge_purged(before_clean, _read_truth(source, version), purged)
+    for destination in destinations:
+        assert cdc_sync.sync(source, destination, **options).ok
+    with psycopg.connect(mirror_pg) as connection:
+        mirrored = {row[0] for row in connection.execute(
+            f'SELECT table_name FROM "{MIRROR_SCHEMA}"._cdc_watermarks')}
+
+    project = write_project(directory / "project",
+                            {"duckdb": duckdb_target(mirror_duckdb), "postgres": postgres_target(mirror_name)})
+    build_in_parallel(project, list(ADAPTERS), "--vars", "{airflow_mirror_failure_days: null}")
+    marts = {adapter: _read_marts(adapter, mirror_duckdb, mirror_pg) for adapter in ADAPTERS}
+    return Built(truth, purged, mirrored, marts)
+
+
+def _needed(session: pytest.Session, version: str) -> bool:
+    """Whether a test of this session reads the build of this Airflow version."""
+    for item in session.items:
+        names = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        if f"built_airflow{version}" in names or (
+                "built" in names and callspec is not None and callspec.params.get("built") == version):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def builds(postgres_available, tmp_path_factory, request: pytest.FixtureRequest) -> dict[str, Future]:
+    """The builds of the Airflow versions this session's tests read, made at the same time: each mostly waits on
+    its own ``airflow`` and ``dbt`` processes, so both together take little more than the longer one. Each
+    version's outcome (its Built, or its failure) is kept apart."""
+    require_dbt()
+    versions = [version for version in TEMPLATES if _needed(request.session, version)
+                and (version != "2" or AIRFLOW2_BIN.exists())]  # else built_airflow2 skips (or fails in CI)
+    suffix = uuid.uuid4().hex[:8]
+    names = {version: (f"cdc_dbt_src{version}_{suffix}", f"cdc_dbt_dst{version}_{suffix}") for version in versions}
     try:
-        driver = "postgresql+psycopg://" if version == "3" else "postgresql+psycopg2://"
-        airflow_bin = None if version == "3" else str(AIRFLOW2_BIN)
-        conn = source.replace("postgresql://", driver)
-        run_probe_dag(conn, LOGICAL_DATES, airflow_bin=airflow_bin)
-        before_clean = _read_truth(source, version)
-
-        directory = factory.mktemp(f"dbt-airflow{version}")
-        mirror_duckdb = directory / "mirror.duckdb"
-        destinations = (f"duckdb:///{mirror_duckdb}", mirror_pg)
-        options = {"schema": MIRROR_SCHEMA, "additional_tables": ["task_instance_history"]}
-        for destination in destinations:
-            assert cdc_sync.sync(source, destination, **options).ok
-        airflow_db_clean(conn, CLEAN_BEFORE, airflow_bin=airflow_bin)
-        # Cleared after the purge: Airflow 2's db clean keeps the run with the latest start_date, and a clear
-        # empties a run's start_date.
-        clear_task(conn, CLEARED_TASK, CLEARED_DATE, airflow_bin=airflow_bin)
-        purged = set(before_clean.runs) - _run_keys(source)
-        truth = _merge_purged(before_clean, _read_truth(source, version), purged)
-        for destination in destinations:
-            assert cdc_sync.sync(source, destination, **options).ok
-        with psycopg.connect(mirror_pg) as connection:
-            mirrored = {row[0] for row in connection.execute(
-                f'SELECT table_name FROM "{MIRROR_SCHEMA}"._cdc_watermarks')}
-
-        project = write_project(directory / "project",
-                                {"duckdb": duckdb_target(mirror_duckdb), "postgres": postgres_target(mirror_name)})
-        build_in_parallel(project, list(ADAPTERS), "--vars", "{airflow_mirror_failure_days: null}")
-        marts = {adapter: _read_marts(adapter, mirror_duckdb, mirror_pg) for adapter in ADAPTERS}
-        yield Built(truth, purged, mirrored, marts)
+        with ThreadPoolExecutor(max(len(versions), 1)) as pool:
+            futures = {version: pool.submit(_build, version, *names[version],
+                                            tmp_path_factory.mktemp(f"dbt-airflow{version}"))
+                       for version in versions}
+        yield futures
     finally:
-        for name in (source_name, mirror_name):
+        for name in (name for pair in names.values() for name in pair):
             pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def built_airflow3(postgres_available, tmp_path_factory):
-    yield from _build("3", pg_airflow3_template(), tmp_path_factory)
+def built_airflow3(builds: dict[str, Future]) -> Built:
+    return builds["3"].result()
 
 
 @pytest.fixture(scope="session")
-def built_airflow2(postgres_available, airflow2_available, tmp_path_factory):
-    yield from _build("2", pg_airflow2_template(), tmp_path_factory)
+def built_airflow2(airflow2_available, builds: dict[str, Future]) -> Built:
+    return builds["2"].result()
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

@@ -101,7 +101,17 @@ REDSHIFT = RedshiftDialect()
      'COPY "_cdc_stage_rows_t" ("run_id") FROM \'s3://b/p/\' IAM_ROLE \'arn:aws:iam::1:role/r\' '
      "FORMAT AS PARQUET SERIALIZETOJSON"),
     (REDSHIFT.lock_table("airflow-qwe123").sql, 'LOCK "airflow-qwe123"."_cdc_locks"'),
-    (PostgresDialect().try_lock("airflow-qwe123").sql, "SELECT pg_try_advisory_lock(hashtext(%s))"),
+    # The first statement of a writing transaction: the state tables, in one order (the lease table first).
+    (REDSHIFT.lock_shared_state("Airflow-qwe123").sql,
+     'LOCK "airflow-qwe123"."_cdc_meta", "airflow-qwe123"."_cdc_runs", "airflow-qwe123"."_cdc_watermarks"'),
+    (REDSHIFT.lock_shared_state("airflow-qwe123", with_leases=True).sql,
+     'LOCK "airflow-qwe123"."_cdc_locks", "airflow-qwe123"."_cdc_meta", "airflow-qwe123"."_cdc_runs", '
+     '"airflow-qwe123"."_cdc_watermarks"'),
+    (PostgresDialect().try_lock("airflow-qwe123").sql, "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))"),
+    (PostgresDialect().try_lock("airflow-qwe123").params, ("cdc_sync:airflow-qwe123", "_cdc_schema")),
+    # The whole-cycle lock of a cdc_sync before per-table locks, held in shared mode by this one.
+    (PostgresDialect().try_share_schema("airflow-qwe123").sql, "SELECT pg_try_advisory_lock_shared(hashtext(%s))"),
+    (PostgresDialect().try_share_schema("airflow-qwe123").params, ("cdc_sync:airflow-qwe123",)),
     (PostgresDialect().try_lock("airflow-qwe123", "dag").sql, "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))"),
     (PostgresDialect().try_lock("airflow-qwe123", "dag").params, ("cdc_sync:airflow-qwe123", "dag")),
     (PostgresDialect().unlock("airflow-qwe123", "dag").sql, "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))"),

@@ -4,21 +4,27 @@ they are cheap. Every slot a test made is dropped afterwards, even when it faile
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 import cdc_sync
+from cdc_sync import log_changes, log_spool
+from cdc_sync.cli import main
 from cdc_sync.sources.pgoutput import parse_lsn
 from cdc_sync.sources.publication import LogNames
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
 from tests.test_core_cycle import scheduler_burst
 
-SCHEMA = "airflow_log"
+# Slot names are the whole server's: one per test process, so that runs sharing a server never meet.
+SCHEMA = f"airflow_log_{os.getpid()}"
 TABLES = ["dag", "dag_run", "job", "task_instance", "serialized_dag"]
 NAMES = LogNames.for_schema(SCHEMA)
 KEYS = {**AIRFLOW_KEYS, "serialized_dag": ["id"]}
@@ -256,10 +262,15 @@ def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_
     scheduler_burst(logical_source)
     with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
         connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
-    report = sync(logical_source, duckdb_destination, max_retained_wal=1 << 20)
+    # Through the command line, which takes the bound as PostgreSQL writes sizes.
+    result = CliRunner().invoke(main, ["run", "--source", logical_source, "--destination", duckdb_destination,
+                                       "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", "log",
+                                       "--max-retained-wal", "1MB", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
     assert slot_position(logical_source) is None
-    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report.warnings)
-    assert {t.table: t.rows_read for t in report.tables}["task_instance"] > 200  # every row re-read
+    assert any("over max_retained_wal (1 MiB): it is dropped" in warning for warning in report["warnings"])
+    assert report["tables"]["task_instance"]["rows_read"] > 200  # every row re-read
     assert set(stored_positions(duckdb_destination).values()) == {None}
     assert_exact(logical_source, duckdb_destination)
     sync(logical_source, duckdb_destination)  # log capture again: a new slot and a first copy
@@ -283,3 +294,28 @@ def test_a_slot_dropped_behind_the_cycles_back_makes_the_next_cycle_copy_every_t
     after = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
     assert after["task_instance"].rows_deleted == 4 and after["task_instance"].rows_read == 4  # the new slot's log
     assert_exact(logical_source, duckdb_destination)
+
+
+def test_a_transaction_larger_than_the_memory_bound_is_applied_exactly_in_bounded_memory(
+        logical_source: str, duckdb_destination: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source transaction of 25,000 changes to job (an `airflow db clean`, scaled down with the bounds): spooled
+    1,000 rows at a time, applied 2,500 changes at a time; the Python heap of the cycle that reads it stays under a
+    third of what holding the whole transaction took."""
+    monkeypatch.setattr(log_spool, "SPOOL_BATCH_ROWS", 1_000)
+    monkeypatch.setattr(log_changes, "SEGMENT_CHANGES", 2_500)
+    sync(logical_source, duckdb_destination)
+    with psycopg.connect(logical_source) as connection:  # a single transaction
+        connection.execute("INSERT INTO job (dag_id, state, job_type, latest_heartbeat, hostname, unixname) "
+                           "SELECT 'dag_' || g % 7, 'running', 'LocalTaskJob', now(), 'worker-' || g, 'airflow' "
+                           "FROM generate_series(1, 16000) AS g")
+        connection.execute("UPDATE job SET state = 'success', end_date = now() WHERE id % 3 = 0")
+        connection.execute("DELETE FROM job WHERE id % 5 = 0")
+    tracemalloc.start()
+    try:
+        report = {t.table: t for t in sync(logical_source, duckdb_destination).tables}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_exact(logical_source, duckdb_destination)
+    assert report["job"].rows_read > 16_000 + 5_000 + 3_000
+    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB"  # holding it whole: 25.5 MiB

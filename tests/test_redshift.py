@@ -13,16 +13,14 @@ import sqlglot
 from sqlglot import exp
 
 import cdc_sync
-from cdc_sync.destinations import redshift
+from cdc_sync.destinations import redshift_values
 from cdc_sync.destinations.redshift import (
-    TRUNCATION_MARKER,
-    VARCHAR_MAX_BYTES,
     RedshiftDestination,
     RedshiftDialect,
     connect_arguments,
-    fit_text,
     redshift_settings_from_connection,
 )
+from cdc_sync.destinations.redshift_values import TRUNCATION_MARKER, VARCHAR_MAX_BYTES, fit_text
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import parse_url, postgres_conninfo
 from tests.lease_checks import check_table_leases
@@ -141,8 +139,8 @@ def test_bulk_path_issues_a_bounded_number_of_statements(airflow3_source, redshi
     assert report.ok and report.tables[0].rows_read == 30030
     assert count(pg, "SELECT count(*) FROM log") == 30030
     inserts = [s for s in sent if s.startswith('INSERT INTO "_cdc_stage_rows_log"')]
-    assert 1 < len(inserts) <= 30030 * 12 // redshift.MAX_PARAMETERS + 1  # multi-row, never per row
-    assert all(len(s.encode()) < redshift.STATEMENT_LIMIT_BYTES for s in sent)
+    assert 1 < len(inserts) <= 30030 * 12 // redshift_values.MAX_PARAMETERS + 1  # multi-row, never per row
+    assert all(len(s.encode()) < redshift_values.STATEMENT_LIMIT_BYTES for s in sent)
     assert len(sent) < 120, len(sent)
 
 
@@ -253,3 +251,20 @@ def test_s3_copy_path_without_aws_credentials_fails_the_table_in_one_line(airflo
     assert "NoCredentialsError, no usable AWS credentials" in error
     assert count(pg, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'dag_run'") == 0
     assert count(pg, "SELECT last_error FROM _cdc_watermarks WHERE table_name = 'dag_run'") == error
+
+
+def test_query_mode_history(airflow3_source, redshift_url):
+    """history=True in the query mode (cdc_sync.history) through the stand-in: the scenario of
+    tests/test_history.py, and every statement parsed by sqlglot's Redshift parser."""
+    from tests.mirror_check import mirror_query
+    from tests.test_history import KEY_SQL, query_mode_scenario
+
+    url, sent, stand_in = redshift_url
+
+    def read_versions(key: tuple) -> list[tuple]:
+        return mirror_query(stand_in, "SELECT state, _cdc_op, _cdc_valid_from, _cdc_valid_to "
+                                      f'FROM "{SCHEMA}".task_instance__history WHERE {KEY_SQL} '
+                                      "ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+
+    query_mode_scenario(airflow3_source, url, SCHEMA, read_versions)
+    assert_redshift_rules(sent)

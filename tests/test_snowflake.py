@@ -2,6 +2,7 @@
 
 fakesnow accepts duplicate source keys in MERGE, folds identifiers loosely and rolls DDL back inside transactions;
 real Snowflake does none of these, so the statements this destination sends are also checked against those rules.
+Where concurrent writers of one table meet, the tests restore Snowflake's waiting (tests/fakesnow_rules.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cdc_sync.destinations.snowflake import SnowflakeDestination, SnowflakeDiale
 from cdc_sync.destinations.snowflake_settings import connect_arguments, snowflake_settings_from_connection
 from cdc_sync.errors import ConfigError
 from cdc_sync.types import LogicalType
+from tests.fakesnow_rules import make_blocking_dml_wait
 from tests.lease_checks import check_table_leases
 
 fakesnow = pytest.importorskip("fakesnow")
@@ -52,9 +54,11 @@ def snowflake_url(monkeypatch):
 
     with fakesnow.patch():
         SnowflakeDestination._run = recording
+        undo_waits = make_blocking_dml_wait()  # writers of one table wait for each other, as on Snowflake
         try:
             yield f"snowflake://cdc:secret@acct/MIRROR_{uuid.uuid4().hex[:6]}?warehouse=WH", sent
         finally:
+            undo_waits()
             SnowflakeDestination._run = original
 
 
@@ -181,6 +185,52 @@ def test_table_leases_are_independent_of_each_other_and_of_the_schema_lease(snow
     finally:
         first.close()
         second.close()
+    assert_strict_snowflake(sent)
+
+
+def race_for_lease(url: str, contenders: int, table: str) -> list[bool]:
+    """``contenders`` cycles, each on a connection and thread of its own, ask for one table's lease at once."""
+    destinations = [SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
+                    for _ in range(contenders)]
+    start = threading.Barrier(contenders, timeout=60)
+    taken: list[bool | None] = [None] * contenders
+
+    def contend(number: int) -> None:
+        start.wait()
+        taken[number] = destinations[number].try_lock(SCHEMA, table)
+
+    threads = [threading.Thread(target=contend, args=(number,)) for number in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    winners = [destination for destination, won in zip(destinations, taken, strict=True) if won]
+    for destination in winners:
+        destination.unlock(SCHEMA, table)
+    for destination in destinations:
+        destination.close()
+    assert None not in taken  # every contender answered
+    return taken  # type: ignore[return-value]
+
+
+def test_of_cycles_racing_for_one_lease_exactly_one_takes_it(snowflake_url):
+    """Snowflake enforces no primary key, so the lease cannot rest on one, nor on MERGEs waiting for each other
+    (Snowflake says only that they "generally" do; the rules here let them run side by side, and make UPDATE and
+    DELETE wait as Snowflake does). Six cycles race for a new lease, for a released one, and for one whose holder
+    died (expired): each time exactly one takes it."""
+    url, sent = snowflake_url
+    setup = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"))
+    crashed = SnowflakeDestination(cdc_sync.urls.parse_url(url, role="destination"), {"lock_lease_seconds": 0})
+    try:
+        assert setup.try_lock(SCHEMA)  # the schema and the lock table
+        assert race_for_lease(url, 6, "dag").count(True) == 1  # a lock never taken: its row is created in the race
+        assert race_for_lease(url, 6, "dag").count(True) == 1  # released by the last winner
+        assert crashed.try_lock(SCHEMA, "dag")  # held by a cycle that died: its lease expired at once
+        assert race_for_lease(url, 6, "dag").count(True) == 1
+        assert race_for_lease(url, 6, "dag_run").count(True) == 1  # once more on a new lock
+    finally:
+        setup.close()
+        crashed.close()
     assert_strict_snowflake(sent)
 
 
@@ -311,7 +361,7 @@ def test_cycles_of_disjoint_tables_hold_their_leases_at_the_same_time(airflow3_s
         dialect = cycle.dialect
         rows = cycle.destination.query(Statement(
             f"SELECT count(*) FROM {dialect.table(SCHEMA, LOCKS)} WHERE {dialect.quote('lock_name')} LIKE "
-            f"{dialect.placeholder}", (f"cdc_sync:{SCHEMA}/%",)))
+            f"{dialect.placeholder} AND {dialect.quote('holder')} IS NOT NULL", (f"cdc_sync:{SCHEMA}/%",)))
         leases_seen[plan.name] = rows[0][0]
         leaving.wait()
         return real_sync_table(cycle, source, plan, *args)
@@ -343,11 +393,28 @@ def test_cycles_of_disjoint_tables_hold_their_leases_at_the_same_time(airflow3_s
     finally:
         SnowflakeDestination._run = recording
     assert not errors, errors
-    assert leases_seen == {"dag_run": 2, "task_instance": 2}
+    assert leases_seen == {"dag_run": 2, "task_instance": 2}  # the two held leases (a free row may be there too)
     assert all(report.ok and report.tables[0].status == "ok" for report in reports.values())
     cursor = warehouse(url)
-    assert count(cursor, 'SELECT count(*) FROM "_CDC_LOCKS"') == 0  # every lease released
+    assert count(cursor, 'SELECT count(*) FROM "_CDC_LOCKS" WHERE HOLDER IS NOT NULL') == 0  # every lease released
     assert count(cursor, "SELECT count(*) FROM _CDC_WATERMARKS") == 3
     assert len(by_connection) >= 4  # two cycles, each with a data connection and a lock connection
     for statements in by_connection.values():
         assert_strict_snowflake(statements)
+
+
+def test_query_mode_history(airflow3_source, snowflake_url):
+    """history=True in the query mode (cdc_sync.history): the scenario of tests/test_history.py, and the statements
+    within what real Snowflake accepts (no DDL once the data transaction began)."""
+    from tests.test_history import KEY_SQL, query_mode_scenario
+
+    url, sent = snowflake_url
+
+    def read_versions(key: tuple) -> list[tuple]:
+        cursor = warehouse(url)
+        cursor.execute("SELECT state, _cdc_op, _cdc_valid_from, _cdc_valid_to FROM task_instance__history "
+                       f"WHERE {KEY_SQL} ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+        return cursor.fetchall()
+
+    query_mode_scenario(airflow3_source, url, SCHEMA, read_versions)
+    assert_strict_snowflake(sent)

@@ -9,9 +9,11 @@ import sys
 import threading
 import time
 
+import psycopg
 import pytest
 
 import cdc_sync
+from cdc_sync import cycle_locks
 from cdc_sync.destinations import open_destination
 from cdc_sync.errors import CycleAlreadyRunningError
 from cdc_sync.urls import parse_url
@@ -93,3 +95,59 @@ def test_duckdb_waits_for_the_process_writing_its_file(airflow3_source: str, duc
         holder.wait()
     assert report.ok
     assert "DuckDB has one writer per file" in caplog.text and "parallel_tables" in caplog.text
+
+
+def _old_style_lock(destination: str) -> psycopg.Connection:
+    """A connection holding the lock a cdc_sync from before per-table locks took for its whole cycle (commit
+    084d982: ``pg_try_advisory_lock(hashtext('cdc_sync:<schema>'))``, exclusive, one key)."""
+    return psycopg.connect(destination, autocommit=True)
+
+
+def _old_cycle_may_start(connection: psycopg.Connection) -> bool:
+    taken = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{SCHEMA}",)).fetchone()[0]
+    if taken:
+        connection.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"cdc_sync:{SCHEMA}",))
+    return taken
+
+
+def test_an_older_cdc_sync_and_this_one_never_sync_one_schema_together(airflow3_source: str,
+                                                                       postgres_destination: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rolling upgrades on PostgreSQL: an older cdc_sync held the schema's lock exclusively for its whole cycle;
+    this one holds that lock in shared mode for its whole cycle, so cycles of this version run together while an
+    older one waits, and the other way round."""
+    monkeypatch.setattr(cycle_locks, "SCHEMA_WAIT_SECONDS", 0.5)
+    old = _old_style_lock(postgres_destination)
+    try:
+        # While cycles of this version run (two at once, each inside its first table), an older one cannot start.
+        inside = threading.Barrier(2, timeout=60)
+        seen: dict[str, bool] = {}
+
+        def during(table: str):
+            def on_table(report) -> None:
+                inside.wait()
+                seen[table] = _old_cycle_may_start(old)
+                inside.wait()
+            return on_table
+
+        threads = [threading.Thread(target=cdc_sync.sync, args=(airflow3_source, postgres_destination, SCHEMA),
+                                    kwargs={"tables": [table], "on_table": during(table), "lock_wait_seconds": 30})
+                   for table in ("dag", "dag_run")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert seen == {"dag": False, "dag_run": False}
+        assert _old_cycle_may_start(old)  # both cycles ended, and released it
+
+        # While an older cycle runs, a cycle of this version waits for it, then stops before writing anything.
+        old.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"cdc_sync:{SCHEMA}",))
+        with pytest.raises(CycleAlreadyRunningError, match="older than per-table locks"):
+            cdc_sync.sync(airflow3_source, postgres_destination, SCHEMA, tables=["log"])
+        assert mirror_query(postgres_destination, f"SELECT count(*) FROM \"{SCHEMA}\".\"_cdc_watermarks\" "
+                                                  "WHERE table_name = 'log'") == [(0,)]
+        with pytest.raises(CycleAlreadyRunningError, match="older than per-table locks"):  # a repair neither
+            cdc_sync.verify(airflow3_source, postgres_destination, SCHEMA, tables=["dag"], fix=True)
+    finally:
+        old.close()
+    assert cdc_sync.sync(airflow3_source, postgres_destination, SCHEMA, tables=["log"]).ok

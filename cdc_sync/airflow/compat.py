@@ -20,13 +20,13 @@ if AIRFLOW_3:
     from airflow.sdk import BaseHook, BaseOperator
     from airflow.sdk.bases.decorator import DecoratedOperator, determine_kwargs, task_decorator_factory
     from airflow.sdk.configuration import conf
-    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
     from airflow.sdk.log import mask_secret
 else:  # Airflow 2.10 / 2.11
     from airflow.configuration import conf
     from airflow.datasets import Dataset as OutletAsset
     from airflow.decorators.base import DecoratedOperator, task_decorator_factory
-    from airflow.exceptions import AirflowFailException, AirflowNotFoundException
+    from airflow.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
     from airflow.hooks.base import BaseHook
     from airflow.models.baseoperator import BaseOperator
     from airflow.utils.log.secrets_masker import mask_secret
@@ -37,6 +37,7 @@ __all__ = [
     "AIRFLOW_VERSION",
     "AirflowFailException",
     "AirflowNotFoundException",
+    "AirflowSkipException",
     "BaseOperator",
     "DecoratedOperator",
     "OutletAsset",

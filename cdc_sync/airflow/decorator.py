@@ -77,7 +77,9 @@ def tables_to_fan_out(tables: Iterable[str] | None = None, additional_tables: It
     waits for that table up to ``lock_wait_seconds``. DuckDB has one writer per file: there mapped tasks take
     turns (each waits, saying so in its log), so use one task with ``parallel_tables`` instead.
     Computed from the arguments alone, so parsing the DAG does no database work; ``tables=[]`` cannot be fanned
-    out, since only the database knows every table.
+    out, since only the database knows every table. The default tables include some an Airflow database may lack
+    (``task_fail`` on Airflow 3, ``ab_*`` without the FAB auth manager): their mapped tasks are skipped when they
+    run, saying why, and fail no DAG run.
     """
     names = planned_tables(tables, additional_tables)
     if names is None:

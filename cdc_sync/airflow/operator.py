@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cdc_sync.airflow import resolve
-from cdc_sync.airflow.compat import AirflowFailException, BaseOperator, OutletAsset
+from cdc_sync.airflow.compat import AirflowFailException, AirflowSkipException, BaseOperator, OutletAsset
 from cdc_sync.airflow.connections import engine_for_db_type
 from cdc_sync.airflow.naming import default_destination_schema, table_asset_uri
 from cdc_sync.api import sync, verify
 from cdc_sync.catalog import DEFAULT_TABLES
 from cdc_sync.config import CAPTURE_MODES, DELETE_MODES
-from cdc_sync.errors import ConfigError
+from cdc_sync.errors import ConfigError, UnknownTableError
 from cdc_sync.progress import ProgressLines
 from cdc_sync.report import CycleReport
 from cdc_sync.urls import redact, with_source_schema
@@ -25,6 +25,14 @@ VERIFY_CHOICES = (False, True, "fix")
 # What the decorated function may return (a dict with any of these keys) to adjust one run.
 OVERRIDABLE_OPTIONS = frozenset({"tables", "additional_tables", "deletes", "table_deletes", "include_columns",
                                  "hash_columns", "lookback_seconds", "parallel_tables"})
+
+
+def absent_default_tables(tables: Iterable[str]) -> str:
+    """Why a task whose every table is a default one this Airflow database lacks is skipped, not failed."""
+    return (f"{', '.join(tables)}: not in this Airflow database, so this task has nothing to sync and is skipped. "
+            "Airflow's default tables differ by version and auth manager (task_fail is gone in Airflow 3, the ab_* "
+            "tables exist only with the FAB auth manager); a task mapped over tables_to_fan_out() gets one of these "
+            "where they are absent. To map only over tables this database has, give tables_to_fan_out(tables=[...]).")
 
 
 def table_names(value: Iterable[str] | None, option: str) -> tuple[str, ...] | None:
@@ -68,6 +76,7 @@ class AirflowDbSyncOperator(BaseOperator):
         (else ``CDC_SYNC_HASH_KEY``); with neither, plain SHA-256, which anyone can recompute for a guessed value.
     :param capture: ``"auto"`` (default), ``"log"`` or ``"query"``, as in :func:`cdc_sync.sync`: ``"log"`` reads
         PostgreSQL's write-ahead log and fails early, naming the fix, when the source cannot.
+    :param history: keep every version of each row in ``<table>__history``, as in :func:`cdc_sync.sync`.
     :param lock_wait_seconds: how long to wait for a table that another cycle is syncing (an overlapping run);
         the run's other tables are synced meanwhile. A table still held then is left to that cycle (status
         ``locked``, no asset event); the task fails only when every table it syncs stayed held. On DuckDB, which
@@ -97,6 +106,7 @@ class AirflowDbSyncOperator(BaseOperator):
         lookback_seconds: float = 5.0,
         parallel_tables: int = 2,
         capture: str = "auto",
+        history: bool = False,
         lock_wait_seconds: float = 300.0,
         verify: bool | str = False,
         **kwargs: Any,
@@ -110,6 +120,8 @@ class AirflowDbSyncOperator(BaseOperator):
             raise ConfigError("connection_id must name the Airflow connection of the warehouse, e.g. 'main'.")
         if capture not in CAPTURE_MODES:
             raise ConfigError(f"capture={capture!r} is not a capture mode: use one of {', '.join(CAPTURE_MODES)}.")
+        if not isinstance(history, bool):
+            raise ConfigError(f"history={history!r} must be True (keep every version in <table>__history) or False.")
         if deletes not in DELETE_MODES:
             raise ConfigError(f"deletes={deletes!r} is not a delete mode: use one of {', '.join(DELETE_MODES)}.")
         self.db_type = db_type
@@ -127,6 +139,7 @@ class AirflowDbSyncOperator(BaseOperator):
             "deletes": deletes, "table_deletes": dict(table_deletes or {}),
             "include_columns": list(include_columns or ()), "hash_columns": list(hash_columns or ()),
             "lookback_seconds": lookback_seconds, "parallel_tables": parallel_tables, "capture": capture,
+            "history": history,
         }
         self.lock_wait_seconds = lock_wait_seconds
         if "outlets" not in kwargs:
@@ -141,6 +154,10 @@ class AirflowDbSyncOperator(BaseOperator):
         were synced (so Airflow retries and alerts). Returns the cycle summary (the XCom)."""
         try:
             report = self._sync(self._request(overrides))
+        except UnknownTableError as error:
+            if set(error.missing) == set(error.requested) and set(error.missing) <= set(DEFAULT_TABLES):
+                raise AirflowSkipException(absent_default_tables(error.missing)) from None
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from None
         except ConfigError as error:
             raise AirflowFailException(f"{type(error).__name__}: {error}") from None
         # The core logs each table's strategy, rows and timing as it commits; this closes the cycle.

@@ -92,6 +92,15 @@ class Destination(ABC):
     @abstractmethod
     def unlock(self, schema: str, table: str | None = None) -> None: ...
 
+    def try_share_schema(self, schema: str) -> bool:
+        """Hold ``schema`` for a whole cycle in a mode other cycles of this version share, and that keeps out a
+        cdc_sync from before per-table locks (which held the schema lock for its whole cycle): False while such a
+        cycle runs. A hook: only PostgreSQL can hold a lock in shared mode; elsewhere it holds nothing."""
+        return True
+
+    def unshare_schema(self, schema: str) -> None:
+        return None
+
     def use_schema(self, schema: str) -> None:
         """Called once ``schema`` exists, before this connection does any table work in it (a hook: Snowflake
         stages files per table of the current schema; most warehouses need nothing)."""

@@ -88,6 +88,14 @@ class TranslatedDestination(Destination):
         with self._boundary.translating(f"releasing the lock of {lock_subject(schema, table)}"):
             self.inner.unlock(schema, table)
 
+    def try_share_schema(self, schema: str) -> bool:
+        with self._boundary.translating(f"taking the shared lock of schema {schema}"):
+            return self.inner.try_share_schema(schema)
+
+    def unshare_schema(self, schema: str) -> None:
+        with self._boundary.translating(f"releasing the shared lock of schema {schema}"):
+            self.inner.unshare_schema(schema)
+
     def use_schema(self, schema: str) -> None:
         with self._boundary.translating(f"entering schema {schema}"):
             self.inner.use_schema(schema)

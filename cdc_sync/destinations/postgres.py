@@ -15,6 +15,9 @@ from cdc_sync.errors import DestinationError
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import URL, postgres_conninfo, redact, scrub
 
+# The second key of the schema lock: a name no Airflow table has (cdc_sync's own tables start with ``_cdc_``).
+SCHEMA_LOCK_NAME = "_cdc_schema"
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -30,16 +33,22 @@ class PostgresDialect(Dialect):
         return Statement(f"COPY {self.table(schema, table)} ({self.column_list(columns)}) FROM STDIN (FORMAT CSV)")
 
     def try_lock(self, schema: str, table: str | None = None) -> Statement:
-        """A session advisory lock. The schema lock is keyed by one number, a table's by two (the schema's and
-        the table's): PostgreSQL keeps the two forms apart, so no table lock can collide with a schema lock."""
-        if table is None:
-            return Statement("SELECT pg_try_advisory_lock(hashtext(%s))", (f"cdc_sync:{schema}",))
-        return Statement("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", (f"cdc_sync:{schema}", table))
+        """A session advisory lock keyed by two numbers: the schema's, and the table's (or, for the schema lock,
+        :data:`SCHEMA_LOCK_NAME`'s). The one-number key is kept for :meth:`try_share_schema`."""
+        return Statement("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))",
+                         (f"cdc_sync:{schema}", table or SCHEMA_LOCK_NAME))
 
     def unlock(self, schema: str, table: str | None = None) -> Statement:
-        if table is None:
-            return Statement("SELECT pg_advisory_unlock(hashtext(%s))", (f"cdc_sync:{schema}",))
-        return Statement("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", (f"cdc_sync:{schema}", table))
+        return Statement("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))",
+                         (f"cdc_sync:{schema}", table or SCHEMA_LOCK_NAME))
+
+    def try_share_schema(self, schema: str) -> Statement:
+        """The lock a cdc_sync from before per-table locks held for a whole cycle, exclusively, keyed by one number:
+        taken here in shared mode, so cycles of this version hold it together and never with an older one."""
+        return Statement("SELECT pg_try_advisory_lock_shared(hashtext(%s))", (f"cdc_sync:{schema}",))
+
+    def unshare_schema(self, schema: str) -> Statement:
+        return Statement("SELECT pg_advisory_unlock_shared(hashtext(%s))", (f"cdc_sync:{schema}",))
 
 
 def hex_bytes(array: pa.Array) -> pa.Array:
@@ -136,6 +145,17 @@ class PostgresDestination(Destination):
         if not self._connection.closed:
             self._connection.rollback()
             self.scalar(self.dialect.unlock(schema, table))
+            self._connection.commit()
+
+    def try_share_schema(self, schema: str) -> bool:
+        shared = bool(self.scalar(self.dialect.try_share_schema(schema)))
+        self._connection.commit()
+        return shared
+
+    def unshare_schema(self, schema: str) -> None:
+        if not self._connection.closed:
+            self._connection.rollback()
+            self.scalar(self.dialect.unshare_schema(schema))
             self._connection.commit()
 
     def close(self) -> None:

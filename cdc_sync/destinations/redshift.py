@@ -15,10 +15,25 @@ Choices, and why:
 * **Bulk path**: ``COPY`` of Parquet files from S3 when ``s3_bucket`` and ``iam_role`` options are set; otherwise
   multi-row ``INSERT … VALUES`` with bound parameters into a temporary staging table, each statement kept under
   Redshift's 16 MB statement limit and the protocol's 32,767 parameters.
+* **State writes under ``LOCK``**: Redshift runs every transaction SERIALIZABLE and checks it per table, so two
+  tables' transactions that both read and write ``_cdc_watermarks`` (its ``DELETE`` reads it) would abort one with
+  error 1023. Redshift's remedy is an explicit ``LOCK`` of the shared tables as the first statement, before the
+  snapshot is taken. A transaction opened by :meth:`RedshiftDestination.begin` on a connection that knows its
+  schema (:meth:`~RedshiftDestination.use_schema`) therefore does its session-local work first (dropping, creating
+  and loading the temporary staging table while the source is read, committed alone: the rows stay in the
+  session), and the first statement that touches anything else commits that, then takes ``LOCK _cdc_meta,
+  _cdc_runs, _cdc_watermarks`` (one statement, always that order) and carries on: the MERGE, deletes and state of
+  different tables take turns, their reads and staging run side by side. A statement counts as session-local only
+  when the dialect built it as a :class:`SessionLocalStatement`; anything else takes the lock, so a new kind of write
+  cannot slip past it. No deadlock: every ``LOCK`` names its tables in one order (``_cdc_locks`` first, where a
+  connection that holds leases renews them at its commits, as ``verify --fix`` does), lease rows are otherwise
+  taken and released in transactions of their own that lock only ``_cdc_locks``, and no transaction holding the
+  state lock waits for a table another one holds.
 * **Cycle locks**: Redshift has no advisory locks. A lease row in ``_cdc_locks`` per lock (the schema's, and one
-  per table being synced) is taken under ``LOCK`` (an exclusive table lock held to commit, so two cycles cannot
-  both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds`` so a crashed
-  cycle does not block a table forever, and taking a lease or committing on the connection renews the others.
+  per table being synced) is taken and released under ``LOCK`` (an exclusive table lock held to commit, so two
+  cycles cannot both see a lease free) in a transaction of its own; a lease expires after ``lock_lease_seconds``
+  so a crashed cycle does not block a table forever, and taking a lease or committing on the connection renews
+  the others.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +51,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cdc_sync.arrow_kernels import call, maximum
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import (
     DELETED_AT,
@@ -51,17 +65,14 @@ from cdc_sync.destinations.redshift_settings import connect_arguments
 from cdc_sync.destinations.redshift_settings import (  # re-exported: airflow.connections looks it up by engine
     redshift_settings_from_connection as redshift_settings_from_connection,
 )
+from cdc_sync.destinations.redshift_values import VARCHAR_MAX_BYTES, fit_batch, row_chunks
 from cdc_sync.errors import DestinationError
+from cdc_sync.state import META, RUNS, WATERMARKS
 from cdc_sync.types import LogicalType
 from cdc_sync.urls import URL, redact
 
 log = logging.getLogger("cdc_sync")
 
-VARCHAR_MAX_BYTES = 65_535
-TRUNCATION_MARKER = "…[truncated by cdc_sync: {size} bytes]"
-STATEMENT_LIMIT_BYTES = 16 * 1024 * 1024
-STATEMENT_BUDGET_BYTES = 12 * 1024 * 1024  # headroom under the limit for SQL text and encoding overhead
-MAX_PARAMETERS = 32_767
 DEFAULT_LEASE_SECONDS = 2 * 3600
 
 
@@ -71,6 +82,16 @@ class Script(Statement):
 
     parts: tuple[Statement, ...] = ()
     counted: int = -1
+
+
+@dataclass(frozen=True)
+class SessionLocalStatement(Statement):
+    """A statement on a session-local temporary table only: it may run before the state lock."""
+
+
+# The tables every table's transaction reads or writes besides its own mirror, locked in this order, after the
+# lease table where the transaction renews leases (LOCKS sorts first: every LOCK takes its tables in one order).
+SHARED_STATE_TABLES = tuple(sorted((META, RUNS, WATERMARKS)))
 
 
 class RedshiftDialect(LeaseLockDialect):
@@ -159,7 +180,7 @@ class RedshiftDialect(LeaseLockDialect):
         def literal(value: str) -> str:
             return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
-        return Statement(
+        return SessionLocalStatement(
             f"COPY {self.quote(staging)} ({self.column_list([c.name for c in columns])}) FROM {literal(prefix)} "
             f"IAM_ROLE {literal(iam_role)} FORMAT AS PARQUET SERIALIZETOJSON"
         )
@@ -172,59 +193,28 @@ class RedshiftDialect(LeaseLockDialect):
     def session_setup(self) -> Statement:
         return Statement("SET timezone TO 'UTC'")
 
+    # ---- staging: session-local, so it may run before the state lock ------------------------------------------
+    def create_staging(self, staging: str, columns: Sequence[ColumnSpec]) -> Statement:
+        return SessionLocalStatement(super().create_staging(staging, columns).sql)
+
+    def drop_staging(self, staging: str) -> Statement:
+        return SessionLocalStatement(super().drop_staging(staging).sql)
+
+    def empty_table(self, relation: str) -> Statement:
+        return SessionLocalStatement(super().empty_table(relation).sql)  # unqualified: only staging tables are emptied
+
+    def lock_shared_state(self, schema: str, with_leases: bool = False) -> Statement:
+        """The first statement of every transaction that writes a table or the state (see the module's notes);
+        ``with_leases`` adds the lease table first, for a connection whose commits renew its leases."""
+        tables = ((LOCKS,) if with_leases else ()) + SHARED_STATE_TABLES
+        return Statement("LOCK " + ", ".join(self.table(schema, name) for name in tables))
+
     # ---- the cycle lock: a lease row under LOCK -------------------------------------------------------------
     def lock_table(self, schema: str) -> Statement:
         return Statement(f"LOCK {self.table(schema, LOCKS)}")
 
     def expire_leases(self, schema: str, lock: str, now: datetime) -> Statement:
         return self._delete_lease(schema, lock, "expires_at", "<", now)
-
-
-# ---- values --------------------------------------------------------------------------------------------------
-def fit_text(value: str, limit: int = VARCHAR_MAX_BYTES) -> str:
-    """``value`` if it fits in ``limit`` UTF-8 bytes, else its longest prefix that fits with the marker."""
-    encoded = value.encode()
-    if len(encoded) <= limit:
-        return value
-    marker = TRUNCATION_MARKER.format(size=len(encoded))
-    room = limit - len(marker.encode())
-    return encoded[:room].decode("utf-8", errors="ignore") + marker
-
-
-def fit_batch(batch: pa.RecordBatch, columns: Sequence[ColumnSpec]) -> pa.RecordBatch:
-    """Truncate (with a marker) only the text values over the VARCHAR byte limit; the rest pass untouched."""
-    arrays = list(batch.columns)
-    for index, column in enumerate(columns):
-        if column.logical_type is not LogicalType.TEXT:
-            continue
-        if (maximum(call("binary_length", arrays[index])) or 0) <= VARCHAR_MAX_BYTES:
-            continue
-        arrays[index] = pa.array([None if v is None else fit_text(v) for v in arrays[index].to_pylist()], pa.string())
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, str | bytes):
-        return len(value) * (2 if isinstance(value, bytes) else 1) + 8  # bytes travel as hex
-    return 16
-
-
-def row_chunks(batches: Iterable[pa.RecordBatch], columns: Sequence[ColumnSpec]) -> Iterator[list[tuple]]:
-    """Rows grouped so one multi-row INSERT stays under the parameter and statement-size limits."""
-    per_statement = max(1, MAX_PARAMETERS // max(1, len(columns)))
-    chunk: list[tuple] = []
-    size = 0
-    for batch in batches:
-        batch = fit_batch(batch.select([c.name for c in columns]), columns)
-        for row in zip(*(array.to_pylist() for array in batch.columns), strict=True):
-            row_size = sum(_size(v) for v in row)
-            if chunk and (len(chunk) >= per_statement or size + row_size > STATEMENT_BUDGET_BYTES):
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(row)
-            size += row_size
-    if chunk:
-        yield chunk
 
 
 def _remove_uploads(s3: Any, bucket: str, prefix: str) -> None:
@@ -249,6 +239,8 @@ class RedshiftDestination(Destination):
         self.lease_seconds = float(self.options.get("lock_lease_seconds", DEFAULT_LEASE_SECONDS))
         self._connection = self._connect(connect_arguments(url, self.options))
         self._leases: dict[str, tuple[str, str]] = {}  # lock name: (schema, holder)
+        self._schema: str | None = None  # whose state tables the transactions begun here lock
+        self._lock_pending = False  # begun, and only session-local work done so far
         self.execute(self.dialect.session_setup())
         self._connection.commit()
 
@@ -272,15 +264,31 @@ class RedshiftDestination(Destination):
         if isinstance(statement, Script):
             counts = [self.execute(part) for part in statement.parts]
             return counts[statement.counted]
+        self._lock_before(statement)
         return self._cursor_execute(statement).rowcount
 
     def query(self, statement: Statement) -> list[tuple[Any, ...]]:
+        self._lock_before(statement)
         return [tuple(row) for row in self._cursor_execute(statement).fetchall()]
+
+    def use_schema(self, schema: str) -> None:
+        self._schema = schema
 
     def begin(self) -> None:
         self._connection.commit()  # the driver opens a transaction at the first statement; start clean
+        self._lock_pending = self._schema is not None
+
+    def _lock_before(self, statement: Statement) -> None:
+        """Before the transaction's first statement that is not session-local: commit the staging done so far (the
+        temporary tables keep their rows) and open the writing transaction with the state lock."""
+        if self._lock_pending and not isinstance(statement, SessionLocalStatement):
+            self._lock_pending = False
+            assert self._schema is not None
+            self._connection.commit()
+            self._cursor_execute(self.dialect.lock_shared_state(self._schema, with_leases=bool(self._leases)))
 
     def commit(self) -> None:
+        self._lock_pending = False
         self._renew_leases()
         self._connection.commit()
 
@@ -290,6 +298,7 @@ class RedshiftDestination(Destination):
             self.execute(self.dialect.renew_lease(schema, lock, holder, self._expiry()))
 
     def rollback(self) -> None:
+        self._lock_pending = False
         self._connection.rollback()
 
     def load(self, staging: str, columns: Sequence[ColumnSpec], batches: Iterable[pa.RecordBatch]) -> int:
@@ -360,6 +369,7 @@ class RedshiftDestination(Destination):
         lock = lease_name(schema.lower(), table and table.lower())
         if lock in self._leases:
             self._connection.rollback()
+            self.execute(self.dialect.lock_table(schema))  # its DELETE reads the table: first, as for taking one
             self.execute(self.dialect.release_lease(schema, lock, self._leases.pop(lock)[1]))
             self._connection.commit()
 

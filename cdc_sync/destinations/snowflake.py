@@ -132,17 +132,44 @@ class SnowflakeDialect(LeaseLockDialect):
         )
 
     # ---- the cycle lock: a lease row ------------------------------------------------------------------------
-    def acquire_lease(self, schema: str, lock: str, holder: str, now: datetime, expires: datetime) -> Statement:
-        """Take the lease if nobody holds it or the holder's lease expired. MERGE statements on one table are
-        serialized by Snowflake, so two cycles cannot both see the lease free."""
-        p = self.placeholder
+    # Snowflake enforces no primary key on a standard table, so nothing may rest on one. The lease is taken by one
+    # conditional UPDATE whose row count decides: Snowflake runs the UPDATEs (and DELETEs) of a table one at a
+    # time, each against the rows the previous one committed, and the UPDATE takes the lock's rows only when none
+    # of them is held, so of two cycles the second finds the first's lease. The rows are created free, by a MERGE
+    # that inserts one only where none exists; should two cycles insert at once (Snowflake says only that MERGE
+    # "generally" waits for other writers), or one land after the lease was taken, the extra rows are free rows
+    # of a held lock, which the next UPDATE takes along with the others once the lock is free. Run alone
+    # (autocommit), each statement is its own transaction.
+    def create_lease_row(self, schema: str, lock: str) -> Statement:
+        """A free row for the lock, unless it has one."""
         name, owner, until = self.quote("lock_name"), self.quote("holder"), self.quote("expires_at")
         return Statement(
-            f"MERGE INTO {self.table(schema, LOCKS)} AS t USING (SELECT {p} AS {name}, {p} AS {owner}, "
-            f"{p} AS {until}) AS s ON t.{name} = s.{name} "
-            f"WHEN MATCHED AND t.{until} < {p} THEN UPDATE SET {owner} = s.{owner}, {until} = s.{until} "
-            f"WHEN NOT MATCHED THEN INSERT ({name}, {owner}, {until}) VALUES (s.{name}, s.{owner}, s.{until})",
-            (lock, holder, expires, now),
+            f"MERGE INTO {self.table(schema, LOCKS)} AS t USING (SELECT {self.placeholder} AS {name}) AS s "
+            f"ON t.{name} = s.{name} WHEN NOT MATCHED THEN INSERT ({name}, {owner}, {until}) "
+            f"VALUES (s.{name}, NULL, NULL)",
+            (lock,),
+        )
+
+    def take_lease(self, schema: str, lock: str, holder: str, now: datetime, expires: datetime) -> Statement:
+        """Take all the lock's rows if none is held by a live lease: rows updated means taken, none means held."""
+        p = self.placeholder
+        locks, name, owner, until = (self.table(schema, LOCKS), self.quote("lock_name"), self.quote("holder"),
+                                     self.quote("expires_at"))
+        return Statement(
+            f"UPDATE {locks} SET {owner} = {p}, {until} = {p} WHERE {name} = {p} AND NOT EXISTS ("
+            f"SELECT 1 FROM {locks} AS held WHERE held.{name} = {p} AND held.{owner} IS NOT NULL "
+            f"AND held.{until} >= {p})",
+            (holder, expires, lock, lock, now),
+        )
+
+    def release_lease(self, schema: str, lock: str, holder: str) -> Statement:
+        """Free the lease (the row stays, so the next cycle needs no new one) if this holder still has it."""
+        p = self.placeholder
+        owner, until = self.quote("holder"), self.quote("expires_at")
+        return Statement(
+            f"UPDATE {self.table(schema, LOCKS)} SET {owner} = NULL, {until} = NULL "
+            f"WHERE {self.quote('lock_name')} = {p} AND {owner} = {p}",
+            (lock, holder),
         )
 
 
@@ -304,9 +331,9 @@ class SnowflakeDestination(Destination):
 
     def try_lock(self, schema: str, table: str | None = None) -> bool:
         """A lease row, not a session lock: Snowflake has no advisory locks, and a lease that expires lets the
-        next cycle proceed after a crashed one. A lease is taken in a transaction of its own (after the lock
-        table's DDL, never inside a data transaction); taking one, and every data commit on this connection,
-        renews the others it holds, so a long cycle keeps them while a dead one loses them after
+        next cycle proceed after a crashed one. It is taken by two statements that each commit alone (after the
+        lock table's DDL, never inside a data transaction; see the dialect); taking one, and every data commit on
+        this connection, renews the others it holds, so a long cycle keeps them while a dead one loses them after
         ``lock_lease_seconds``."""
         if table is None:
             self.ensure_schema(schema)
@@ -314,20 +341,13 @@ class SnowflakeDestination(Destination):
             self.use_schema(schema)
         self._run(self.dialect.create_lock_table(schema))
         lock, holder = lease_name(schema, table), uuid.uuid4().hex
-        self._run(self.dialect.transaction("BEGIN"))
-        try:
-            self._run(self.dialect.acquire_lease(schema, lock, holder, datetime.now(UTC), self._expiry()))
-            rows = self.query(self.dialect.lease_holder(schema, lock))
-            acquired = bool(rows) and rows[0][0] == holder
-            if acquired:
-                self._renew_leases()
-            self._run(self.dialect.transaction("COMMIT"))
-        except BaseException:
-            self._run(self.dialect.transaction("ROLLBACK"))
-            raise
-        if acquired:
-            self._leases[lock] = (schema, holder)
-        return acquired
+        self._run(self.dialect.create_lease_row(schema, lock))
+        taken = self._run(self.dialect.take_lease(schema, lock, holder, datetime.now(UTC), self._expiry()))
+        if not taken.rowcount or taken.rowcount < 1:
+            return False
+        self._leases[lock] = (schema, holder)
+        self._renew_leases()
+        return True
 
     def unlock(self, schema: str, table: str | None = None) -> None:
         lock = lease_name(schema, table)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -164,7 +165,11 @@ class TranslatedLog:
             return self.inner.current_lsn()
 
     def peek(self, upto_lsn: int | None, upto_changes: int | None = None) -> Iterator[LogChange]:
-        return self._boundary.iterate("reading the replication slot", self.inner.peek(upto_lsn, upto_changes))
+        # The boundary is entered once per chunk of messages, not per message: a burst is tens of thousands.
+        chunks = self._boundary.iterate("reading the replication slot",
+                                        _chunks(self.inner.peek(upto_lsn, upto_changes), PEEK_CHUNK))
+        for chunk in chunks:
+            yield from chunk
 
     def advance(self, lsn: int) -> int:
         with self._boundary.translating("advancing the replication slot"):
@@ -179,3 +184,17 @@ class TranslatedLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+PEEK_CHUNK = 1000  # messages decoded per entry into the translation boundary
+
+
+def _chunks(items: Iterator[Any], size: int) -> Generator[list[Any], None, None]:
+    """``items`` in lists of ``size``; closing this closes ``items`` (a peek's cursor)."""
+    try:
+        while chunk := list(islice(items, size)):
+            yield chunk
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
