@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cdc_sync.errors import SourceError
 from cdc_sync.sources.pgoutput import (
@@ -241,6 +240,7 @@ class ChangeSpool:
         """Every version of ``table`` committed after the LSN ``after``, in the log's order, with its commit. An
         upsert's values hold ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica
         identity's."""
+        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
@@ -251,6 +251,7 @@ class ChangeSpool:
             yield from _versions(batch, ends.to_pylist(), pc.take(times, transactions).to_pylist(), wanted, identity)
 
     def _committed_after(self, table: str, after: int) -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
@@ -269,6 +270,15 @@ class ChangeSpool:
         for spool in self.tables.values():
             spool.close()
         self._directory.cleanup()
+
+
+def _compute() -> Any:
+    """``pyarrow.compute``, imported when a log cycle first reads its spool: the module builds a wrapper for every
+    Arrow kernel at import (about 50 ms), which a query-mode cycle, importing this module through the cycle, must not
+    pay (tests/test_hex_decode.py)."""
+    import pyarrow.compute
+
+    return pyarrow.compute
 
 
 def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: list[tuple[int, str]],
