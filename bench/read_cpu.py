@@ -17,6 +17,7 @@ import time
 
 import cdc_sync.sources.postgres as postgres_source
 from cdc_sync.sources import open_source
+from cdc_sync.sources.postgres_arrow import fetch_all
 from cdc_sync.urls import parse_url
 
 
@@ -47,9 +48,7 @@ def main() -> None:
                 pid = inner._connection.info.backend_pid
             else:
                 list(snapshot.read_keys(table, (table.columns[0].name,)))  # opens the ADBC side of the snapshot
-                with inner._joined._connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    pid = cursor.fetchall()[0][0]
+                pid = fetch_all(inner._joined._connection, "SELECT pg_backend_pid()").column(0)[0].as_py()
             server, client, started = backend_cpu_seconds(pid), client_cpu_seconds(), time.perf_counter()
             batches = (snapshot.read_keys(table, tuple(args.keys.split(","))) if args.keys
                        else snapshot.read_rows(table))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cdc_sync.errors import SourceError
 from cdc_sync.sources.base import SeenRowVersions
@@ -250,6 +249,7 @@ class ChangeSpool:
         """Every version of ``table`` committed after the LSN ``after``, in the log's order, with its commit. An
         upsert's values hold ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica
         identity's. Without the transactions ``seen`` saw, as :meth:`batches`."""
+        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
@@ -261,6 +261,7 @@ class ChangeSpool:
 
     def _committed_after(self, table: str, after: int, seen: SeenRowVersions | None) \
             -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
+        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
@@ -290,6 +291,7 @@ def unseen_transactions(xids: pa.Array, seen: SeenRowVersions) -> pa.Array:
     ids) did not see it: a table's last read through the query path holds what it saw already, and applying those
     changes again could undo what a later rewrite by DDL did, which the log does not carry (an Airflow upgrade's
     ALTER TABLE). Each id is read as the 64-bit id nearest to the snapshot's ``xmax``."""
+    pc = _compute()
     half, wrap = 1 << 31, 1 << 32
     full = pc.bit_wise_or(pa.scalar(seen.xmax & ~0xFFFFFFFF, pa.int64()), pc.bit_wise_and(xids, 0xFFFFFFFF))
     full = pc.if_else(pc.greater(full, seen.xmax + half), pc.subtract(full, wrap),
@@ -297,6 +299,15 @@ def unseen_transactions(xids: pa.Array, seen: SeenRowVersions) -> pa.Array:
     saw = pc.and_(pc.and_(pc.greater_equal(full, 3), pc.less(full, seen.xmax)),
                   pc.invert(pc.is_in(full, value_set=pa.array(seen.in_progress, pa.int64()))))
     return pc.invert(saw)
+
+
+def _compute() -> Any:
+    """``pyarrow.compute``, imported when a log cycle first reads its spool: the module builds a wrapper for every
+    Arrow kernel at import (about 50 ms), which a query-mode cycle, importing this module through the cycle, must not
+    pay (tests/test_hex_decode.py)."""
+    import pyarrow.compute
+
+    return pyarrow.compute
 
 
 def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: list[tuple[int, str]],

@@ -1,5 +1,6 @@
-"""Tables of an already mirrored schema synced side by side: same mirror, same atomicity, one table at a time for
-first loads, and a failure in one lane neither stops the others nor closes connections under them."""
+"""Tables synced side by side: same mirror, same atomicity, the small tables of a first load beside the largest,
+one table at a time for resyncs, and a failure in one lane neither stops the others nor closes connections under
+them."""
 
 from __future__ import annotations
 
@@ -67,9 +68,9 @@ def test_a_mirrored_schema_syncs_its_tables_on_two_connections(airflow3_source: 
     lanes_used: list[int] = []
     real = table_lanes.run_in_lanes
 
-    def spy(items, lanes):
+    def spy(items, lanes, side_takes=None):
         lanes_used.append(len(lanes))
-        return real(items, lanes)
+        return real(items, lanes, side_takes)
 
     monkeypatch.setattr(table_lanes, "run_in_lanes", spy)
     _touch_every_table(airflow3_source)
@@ -87,13 +88,62 @@ def test_a_mirrored_schema_syncs_its_tables_on_two_connections(airflow3_source: 
     assert tuple(runs[0]) == (2, 2 * len(second.tables))
 
 
-def test_first_loads_and_resyncs_run_one_table_at_a_time(airflow3_source: str, duckdb_destination: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resyncs_and_first_loads_beside_mirrored_tables_run_one_table_at_a_time(
+    airflow3_source: str, duckdb_destination: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert cdc_sync.sync(airflow3_source, duckdb_destination, SCHEMA, tables=["dag", "job"]).ok
     calls: list[int] = []
-    monkeypatch.setattr(table_lanes, "run_in_lanes", lambda items, lanes: calls.append(len(lanes)) or [])
-    assert cdc_sync.sync(airflow3_source, duckdb_destination, SCHEMA, parallel_tables=4).ok
+    monkeypatch.setattr(table_lanes, "run_in_lanes", lambda items, lanes, side_takes=None: calls.append(len(lanes)))
+    assert cdc_sync.sync(airflow3_source, duckdb_destination, SCHEMA, parallel_tables=4).ok  # new tables beside
     assert cdc_sync.resync(airflow3_source, duckdb_destination, SCHEMA, parallel_tables=4).ok
     assert calls == []
+
+
+def _lanes_by_table(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Which thread loaded each table (the calling thread runs the first lane). The largest table holds the first
+    lane until the second has taken a table, as a large one would in a real first load."""
+    ran_on: dict[str, str] = {}
+    real = table_lanes.run_in_lanes
+
+    def spy(items, lanes, side_takes=None):
+        side_started = threading.Event()
+
+        def recording(lane, first: bool):
+            def run(plan):
+                ran_on[plan.name] = threading.current_thread().name
+                if not first:
+                    side_started.set()
+                elif plan is items[0]:
+                    side_started.wait(30)
+                return lane(plan)
+            return run
+        return real(items, [recording(lane, number == 0) for number, lane in enumerate(lanes)], side_takes)
+
+    monkeypatch.setattr(table_lanes, "run_in_lanes", spy)
+    return ran_on
+
+
+def test_a_first_load_loads_the_small_tables_beside_the_largest(airflow3_source: str, tmp_path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh schema: the largest table streams on the first lane while the second loads the small ones; a table
+    of SIDE_LANE_MAX_ROWS or more never goes to the second lane, so two large loads never run side by side."""
+    with psycopg.connect(airflow3_source, autocommit=True) as connection:
+        connection.execute("ANALYZE")
+        estimates = dict(connection.execute("SELECT relname, reltuples::bigint FROM pg_class "
+                                            "WHERE relname IN ('task_instance', 'dag_run', 'job')").fetchall())
+    assert estimates["task_instance"] > estimates["dag_run"] > estimates["job"]
+    main = threading.current_thread().name
+
+    monkeypatch.setattr(table_lanes, "SIDE_LANE_MAX_ROWS", estimates["dag_run"])
+    ran_on = _lanes_by_table(monkeypatch)
+    mirror = f"duckdb:///{tmp_path / 'mirror.duckdb'}"
+    report = cdc_sync.sync(airflow3_source, mirror, SCHEMA, parallel_tables=2)
+    assert report.ok and [t.table for t in report.tables] == sorted(ran_on)  # the report keeps plan order
+    side = {table for table, lane in ran_on.items() if lane == "cdc_sync-lane-2"}
+    assert side and not side & {"task_instance", "dag_run"}
+    assert ran_on["task_instance"] == main and ran_on["dag_run"] == main
+    for table in ran_on:
+        assert_mirrored(airflow3_source, mirror, SCHEMA, table, AIRFLOW_KEYS[table])
 
 
 def test_a_lane_that_cannot_connect_leaves_the_cycle_on_the_lanes_it_has(

@@ -4,6 +4,8 @@ mid-table, and errors without secrets."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -188,3 +190,36 @@ def test_a_killed_adbc_connection_is_replaced_at_the_next_snapshot(probe_source:
             list(snapshot.read_rows(table))
         with source.snapshot() as snapshot:
             assert len(pa.Table.from_batches(list(snapshot.read_rows(table)))) == 3
+
+
+def test_an_adbc_read_does_not_import_pyarrow_dataset(probe_source: str) -> None:
+    """The driver manager's DB-API module imports ``pyarrow.dataset`` and with it ``pyarrow.compute`` (about 90 ms
+    on a first load's critical path); the reader uses its low-level API instead. (``pyarrow.compute`` on the read
+    path is tests/test_hex_decode.py's concern.)"""
+    code = (
+        "import sys\n"
+        "import cdc_sync.sources.postgres as postgres_source\n"
+        "from cdc_sync.sources import open_source\n"
+        "from cdc_sync.urls import parse_url\n"
+        "postgres_source.ARROW_READ_MIN_BYTES = 0\n"
+        f"with open_source(parse_url({probe_source!r}, role='source')) as source:\n"
+        "    table = source.describe('probe')\n"
+        "    with source.snapshot() as snapshot:\n"
+        "        rows = sum(batch.num_rows for batch in snapshot.read_rows(table))\n"
+        "print(rows, 'pyarrow.dataset' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["3", "False"]
+
+
+def test_closing_the_source_ends_its_adbc_session(probe_source: str, monkeypatch) -> None:
+    """No session is left on the source once it is closed (a database with one cannot be dropped or copied)."""
+    monkeypatch.setattr(postgres_source, "ARROW_READ_MIN_BYTES", 0)
+    database = make_url(probe_source).database
+    with open_source(parse_url(probe_source, role="source")) as source:
+        table = source.describe("probe")
+        with source.snapshot() as snapshot:
+            assert sum(batch.num_rows for batch in snapshot.read_rows(table)) == 3
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]
+    assert left == 0

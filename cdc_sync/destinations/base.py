@@ -33,9 +33,10 @@ class Destination(ABC):
     def query(self, statement: Statement) -> list[tuple[Any, ...]]:
         """Run one statement and return all its rows (only for small results: state, counts, metadata)."""
 
-    def share_with_concurrent_tables(self) -> None:
+    def share_with_concurrent_tables(self, appends_only: bool = False) -> None:
         """Called before this connection syncs tables while other connections sync others of the same schema
-        (a hook: most warehouses need nothing)."""
+        (a hook: most warehouses need nothing). ``appends_only``: every table of the cycle is a first load into an
+        empty mirror, so none of them merges."""
         return None
 
     @abstractmethod

@@ -51,9 +51,9 @@ class TranslatedDestination(Destination):
         with self._boundary.translating(statement_operation(statement)):
             return self.inner.query(statement)
 
-    def share_with_concurrent_tables(self) -> None:
+    def share_with_concurrent_tables(self, appends_only: bool = False) -> None:
         with self._boundary.translating("preparing to sync tables side by side"):
-            self.inner.share_with_concurrent_tables()
+            self.inner.share_with_concurrent_tables(appends_only)
 
     def begin(self) -> None:
         with self._boundary.translating("beginning a transaction"):

@@ -59,7 +59,11 @@ def select_expression(quoted: str, source_type: str) -> str:
 
 class ArrowReader:
     """One ADBC connection of a PostgreSQL source, used only inside snapshots exported by the source's own
-    connection."""
+    connection.
+
+    It speaks to the driver manager's low-level API (database, connection, statement): its DB-API module imports
+    ``pyarrow.dataset`` and with it ``pyarrow.compute``, about 90 ms of a first load's critical path that this
+    path never uses (see :mod:`cdc_sync.arrow_kernels`)."""
 
     def __init__(self, url: URL, conninfo: str, settings: dict[str, str]) -> None:
         """``settings``: the session settings of the source's own connection (time zone, date style, search path),
@@ -67,6 +71,7 @@ class ArrowReader:
         self._url = url
         self._conninfo = conninfo
         self._settings = settings
+        self._database: Any = None
         self._connection: Any = None
         self._in_snapshot = False
 
@@ -74,35 +79,39 @@ class ArrowReader:
         if self._connection is not None:
             return self._connection
         import adbc_driver_manager
-        import adbc_driver_postgresql.dbapi as adbc
+        import adbc_driver_postgresql
 
+        database = connection = None
         try:
-            connection = adbc.connect(self._conninfo, autocommit=True)
+            database = adbc_driver_postgresql.connect(self._conninfo)
+            connection = adbc_driver_manager.AdbcConnection(database)  # in autocommit mode until join() begins
         except adbc_driver_manager.Error as error:
+            _close(connection, database)
             # libpq's message may quote the connection string: only the redacted URL is named.
             reason = scrub(" ".join(str(error).split()), self._url) or type(error).__name__
             raise SourceError(f"Cannot open the Arrow (ADBC) connection to the source {redact(self._url)}: "
                               f"{reason}. Check host, port, database and credentials.") from None
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(settings_sql(len(self._settings)),
-                               tuple(part for setting in self._settings.items() for part in setting))
-                cursor.fetchall()
+            if self._settings:
+                values = [part for setting in self._settings.items() for part in setting]
+                parameters = pa.record_batch([pa.array([value], pa.string()) for value in values],
+                                             names=[str(number) for number in range(len(values))])
+                fetch_all(connection, settings_sql(len(self._settings)), parameters)
         except BaseException:
-            connection.close()
+            _close(connection, database)
             raise
-        self._connection = connection
+        self._database, self._connection = database, connection
         return connection
 
     def join(self, snapshot_id: str) -> None:
         """Open a transaction on the snapshot ``snapshot_id`` (exported by a transaction still open)."""
         if not SNAPSHOT_ID.fullmatch(snapshot_id):
             raise SourceError(f"PostgreSQL exported a snapshot id of an unexpected form ({snapshot_id[:40]!r}).")
-        with self._connect().cursor() as cursor:
-            begin, set_snapshot = JOIN_SNAPSHOT_SQL
-            cursor.execute(begin)
-            self._in_snapshot = True
-            cursor.execute(set_snapshot.format(snapshot_id))
+        connection = self._connect()
+        begin, set_snapshot = JOIN_SNAPSHOT_SQL
+        _update(connection, begin)
+        self._in_snapshot = True
+        _update(connection, set_snapshot.format(snapshot_id))
 
     def leave(self) -> None:
         """End the snapshot's transaction (read-only: nothing to commit). A connection that cannot end it (lost,
@@ -114,17 +123,17 @@ class ArrowReader:
 
         self._in_snapshot = False
         try:
-            with self._connection.cursor() as cursor:
-                cursor.execute("ROLLBACK")
+            _update(self._connection, "ROLLBACK")
         except adbc_driver_manager.Error:
-            connection, self._connection = self._connection, None
-            with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
-                connection.close()
+            connection, database, self._connection, self._database = self._connection, self._database, None, None
+            _close(connection, database)
 
     def batches(self, sql: str, columns: tuple[Column, ...]) -> Iterator[pa.RecordBatch]:
         """The rows of ``sql`` (one column per ``columns``, selected by :func:`select_expression`), typed as the CSV
         path types them. A read given up early is cancelled on the server: otherwise ending the transaction would
         first drain the rest of the table."""
+        import adbc_driver_manager
+
         target = pa.schema([pa.field(column.name, ARROW_TYPES[column.logical_type]) for column in columns])
 
         def decoded(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
@@ -132,24 +141,79 @@ class ArrowReader:
                 if batch.num_rows:
                     yield retyped(batch, target)
 
-        cursor = self._connection.cursor()
-        cursor.adbc_statement.set_options(
-            **{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_SIZE_HINT_BYTES)})
+        statement = adbc_driver_manager.AdbcStatement(self._connection)
+        reader: pa.RecordBatchReader | None = None
         finished = False
         try:
-            cursor.execute(sql)
+            statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_SIZE_HINT_BYTES)})
+            reader = _query(statement, sql)
             # The driver decodes the next batch on a thread of its own while the caller writes the last one.
-            yield from read_ahead(decoded(cursor.fetch_record_batch()), depth=READ_AHEAD_BATCHES)
+            yield from read_ahead(decoded(reader), depth=READ_AHEAD_BATCHES)
             finished = True
         finally:
             if not finished:
-                cursor.adbc_cancel()
-            cursor.close()
+                with contextlib.suppress(adbc_driver_manager.Error):
+                    statement.cancel()
+            # The result stream is released before its statement, as the driver requires.
+            with contextlib.suppress(adbc_driver_manager.Error, pa.ArrowException):
+                if reader is not None:
+                    reader.close()
+            with contextlib.suppress(adbc_driver_manager.Error):
+                statement.close()
 
     def close(self) -> None:
         if self._connection is not None:
-            connection, self._connection = self._connection, None
+            connection, database, self._connection, self._database = self._connection, self._database, None, None
             connection.close()
+            database.close()
+
+
+def _query(statement: Any, sql: str, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    """The result of ``sql`` as a batch reader whose errors are the driver's (with their SQLSTATE), as the DB-API's
+    readers are; ``parameters``: one row of bound values (the driver then buffers the whole result, so only small
+    results bind any). The reader is closed before ``statement``."""
+    from adbc_driver_manager._reader import AdbcRecordBatchReader
+
+    statement.set_sql_query(sql)
+    if parameters is not None:
+        schema, array = parameters.__arrow_c_array__()
+        statement.bind(array, schema)
+    handle, _ = statement.execute_query()
+    return AdbcRecordBatchReader._import_from_c(handle.address)
+
+
+def fetch_all(connection: Any, sql: str, parameters: pa.RecordBatch | None = None) -> pa.Table:
+    """The whole (small) result of ``sql``, on a statement of its own, closed after."""
+    import adbc_driver_manager
+
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    try:
+        with _query(statement, sql, parameters) as reader:
+            return reader.read_all()
+    finally:
+        statement.close()
+
+
+def _update(connection: Any, sql: str) -> None:
+    """A statement without a result (transaction control)."""
+    import adbc_driver_manager
+
+    statement = adbc_driver_manager.AdbcStatement(connection)
+    try:
+        statement.set_sql_query(sql)
+        statement.execute_update()
+    finally:
+        statement.close()
+
+
+def _close(connection: Any, database: Any) -> None:
+    """Close what was opened, ignoring a connection already lost: this runs while another failure is handled."""
+    import adbc_driver_manager
+
+    for handle in (connection, database):
+        if handle is not None:
+            with contextlib.suppress(adbc_driver_manager.Error, RuntimeError):
+                handle.close()
 
 
 def retyped(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
