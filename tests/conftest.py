@@ -78,6 +78,20 @@ def logical_decoding_available(postgres_available: None) -> None:
     require_service("PostgreSQL logical decoding", check)
 
 
+def drop_slots(url: str) -> None:
+    """Drop every replication slot of ``url``'s database: slots pin WAL for the whole server."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE database = current_database()")
+
+
+@pytest.fixture
+def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
+    """An Airflow 3 source whose replication slots are dropped at teardown."""
+    yield airflow3_source
+    drop_slots(airflow3_source)
+
+
 @pytest.fixture(scope="module")
 def logical_database(logical_decoding_available: None) -> str:
     """A fresh, empty PostgreSQL database for logical decoding tests; returns its name.

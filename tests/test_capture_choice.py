@@ -37,14 +37,6 @@ def _execute(url: str, *statements: str) -> None:
 
 
 @pytest.fixture
-def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
-    """An Airflow 3 source whose replication slots are dropped at teardown (they pin WAL for the whole server)."""
-    yield airflow3_source
-    _execute(airflow3_source, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                              "WHERE database = current_database()")
-
-
-@pytest.fixture
 def reader_role(logical_source: str) -> str:
     """A LOGIN role without REPLICATION that may read Airflow's tables (and owns none of them); dropped after."""
     role = f"cdc_auto_{uuid.uuid4().hex[:8]}"

@@ -15,14 +15,6 @@ from tests.test_log_capture import SCHEMA, assert_exact, stored_positions, sync
 TI_ROWS = "SELECT count(*) FROM task_instance"
 
 
-@pytest.fixture
-def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
-    yield airflow3_source
-    with psycopg.connect(airflow3_source, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                           "WHERE database = current_database()")
-
-
 def burst(source: str, run_id: str) -> None:
     """8 task instances retried under a new id, a new run and its 3 mapped task instances."""
     with psycopg.connect(source, autocommit=True) as connection:

@@ -26,14 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = "state, _cdc_op, _cdc_lsn, _cdc_commit_ts, _cdc_valid_from, _cdc_valid_to, _cdc_synced_at"
 
 
-@pytest.fixture
-def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
-    yield airflow3_source
-    with psycopg.connect(airflow3_source, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                           "WHERE database = current_database()")
-
-
 def sync(source: str, destination: str, capture: str, **options):
     report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture, history=True, **options)
     assert report.ok, report.failed

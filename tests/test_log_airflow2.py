@@ -13,6 +13,7 @@ import pytest
 
 import cdc_sync
 from tests.airflow_schema import airflow_migrate
+from tests.conftest import drop_slots
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query, source_columns
 
 SCHEMA = f"airflow_log2_{uuid.uuid4().hex[:8]}"  # slot names are global to the server: one of this run's own
@@ -28,9 +29,7 @@ pytestmark = pytest.mark.airflow2
 def logical_source2(logical_decoding_available: None, pg_airflow2_source: str) -> str:
     """An Airflow 2.11 source whose replication slots are dropped at teardown (they pin WAL for the whole server)."""
     yield pg_airflow2_source
-    with psycopg.connect(pg_airflow2_source, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                           "WHERE database = current_database()")
+    drop_slots(pg_airflow2_source)
 
 
 def sync(source: str, destination: str, tables: list[str] | None = TABLES) -> dict[str, cdc_sync.TableReport]:

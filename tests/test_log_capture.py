@@ -31,15 +31,6 @@ NAMES = LogNames.for_schema(SCHEMA)
 KEYS = {**AIRFLOW_KEYS, "serialized_dag": ["id"]}
 
 
-@pytest.fixture
-def logical_source(logical_decoding_available: None, airflow3_source: str) -> str:
-    """An Airflow 3 source whose replication slots are dropped at teardown (they pin WAL for the whole server)."""
-    yield airflow3_source
-    with psycopg.connect(airflow3_source, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                           "WHERE database = current_database()")
-
-
 def sync(source: str, destination: str, capture: str = "log", **options):
     report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture, **options)
     assert report.ok, report.failed
