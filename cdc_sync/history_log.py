@@ -27,11 +27,10 @@ from cdc_sync import faults
 from cdc_sync.destinations.base import Destination
 from cdc_sync.destinations.dialect import ColumnSpec
 from cdc_sync.destinations.history_sql import DELETE, HISTORY_COLUMNS, HistorySql
-from cdc_sync.errors import SourceError
 from cdc_sync.history import history_sql
+from cdc_sync.log_changes import typed_from_text
 from cdc_sync.log_spool import LoggedChange
 from cdc_sync.plan import TablePlan
-from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Value, format_lsn
 from cdc_sync.types import ARROW_TYPES, LogicalType
 
@@ -143,16 +142,6 @@ def _stage(destination: Destination, staging: str, columns: Sequence[ColumnSpec]
 
 
 def _text_batches(plan: TablePlan, columns: tuple[str, ...], rows: list[dict[str, Value]]) -> list[pa.RecordBatch]:
-    """Rows of the log's text values as Arrow batches of the plan's types, parsed as the query mode parses COPY's
-    CSV (both are the types' text output)."""
-    lines = (",".join(_csv_field(row.get(name)) for name in columns).encode() + b"\n" for row in rows)
-    return list(csv_batches(lines, tuple(plan.table.column(name) for name in columns)))
-
-
-def _csv_field(value: Value) -> str:
-    """NULL as an unquoted empty field, every value quoted (so an empty string stays one)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise SourceError("The log sent a value in binary form: the slot must decode with pgoutput's text format.")
-    return '"' + value.replace('"', '""') + '"'
+    """Rows of the log's text values as Arrow batches of the plan's types, parsed as the mirror's changes are."""
+    return typed_from_text(plan, pa.table({name: pa.array([row.get(name) for row in rows], pa.string())
+                                           for name in columns}))

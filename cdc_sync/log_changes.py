@@ -163,9 +163,16 @@ def _typed(plan: TablePlan, columns: tuple[str, ...], changes: pa.Table, indexes
     patches = [(position, filled[index]) for position, index in enumerate(indexes) if filled and index in filled]
     if patches:
         rows = _patched(rows, patches)
+    return typed_from_text(plan, rows)
+
+
+def typed_from_text(plan: TablePlan, rows: pa.Table) -> list[pa.RecordBatch]:
+    """``rows`` (string columns named as the plan's, holding the log's text values) as batches of the plan's types:
+    Arrow writes them as CSV (NULL an unquoted empty field, every value quoted) and parses them back as the query
+    mode parses COPY's CSV, with no Python object per value."""
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(rows, sink, _CSV_WRITE)
-    return list(csv_batches([sink.getvalue()], tuple(plan.table.column(name) for name in columns)))
+    return list(csv_batches([sink.getvalue()], tuple(plan.table.column(name) for name in rows.column_names)))
 
 
 def _patched(rows: pa.Table, patches: list[tuple[int, dict[str, Value]]]) -> pa.Table:
