@@ -10,19 +10,21 @@ its peak RSS taken from the kernel (``wait4``). Scenarios, per repeat and side b
 - ``burst``: a cycle after 20,000 task instances and 100 runs changed (a scheduler finishing 1,000 runs);
 - ``no_change``: a cycle right after, with nothing changed.
 
-Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt] [--capture log|query]
-[--history]
+Usage: .venv/bin/python bench/run.py [--scale 1] [--repeats 3] [--rebuild] [--skip-dlt]
+[--capture log|query|both] [--history]
 
 ``--capture log`` runs cdc_sync in the log capture mode: its slot and publication are dropped before each initial
-sync and at the end. Each cdc_sync cycle also records the source's work on task_instance (``pg_stat_user_tables``
-sequential scans and tuples they read), its CPU time, and in the log mode the WAL it decoded (from the slot's
-position before the cycle to the position it read up to).
+sync and at the end. ``--capture both`` runs the two modes side by side in one run, each into its own DuckDB file,
+after the same bursts, so that their ratios come from one run. Each cdc_sync cycle also records the source's work
+on task_instance (``pg_stat_user_tables`` sequential scans and tuples they read), its CPU time, and in the log mode
+the WAL it decoded (from the slot's position before the cycle to the position it read up to).
 Results: bench/results/bench-x<scale>-<time>.json, and a Markdown table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,24 +118,36 @@ def source_ready(url: str, data: bench_dataset.Dataset) -> bool:
 
 class Bench:
     def __init__(self, url: str, data: bench_dataset.Dataset, work: Path, dlt_python: Path | None,
-                 capture: str = "query", history: bool = False) -> None:
+                 captures: tuple[str, ...] = ("query",), history: bool = False) -> None:
         self.url = url
-        self.capture = capture
+        self.captures = captures
         self.history = history
         self.data = data
         self.work = work
         self.dlt_python = dlt_python
-        self.cdc_path = work / "cdc_sync.duckdb"
         self.dlt_path = work / "dlt.duckdb"
         self.dlt_pipelines = work / "dlt_pipelines"
 
+    def engines(self) -> dict[str, Callable[[str], Measure]]:
+        """The engines of this run by name, each a callable timing one process: cdc_sync once per capture mode
+        (``cdc_sync`` for the query mode, ``cdc_sync_log`` for the log mode), then dlt unless skipped."""
+        engines: dict[str, Callable[[str], Measure]] = {
+            engine_name(capture): functools.partial(self.cdc_sync, capture) for capture in self.captures}
+        if self.dlt_python is not None:
+            engines["dlt"] = self.dlt
+        return engines
+
+    def cdc_path(self, capture: str) -> Path:
+        return self.work / f"{engine_name(capture)}.duckdb"
+
     def reset(self) -> None:
-        for path in (self.cdc_path, self.dlt_path, self.dlt_pipelines):
+        paths = [self.cdc_path(capture) for capture in self.captures]
+        for path in (*paths, self.dlt_path, self.dlt_pipelines):
             if path.is_dir():
                 shutil.rmtree(path)
             for candidate in (path, Path(f"{path}.wal")):
                 candidate.unlink(missing_ok=True)
-        if self.capture == "log":
+        if "log" in self.captures:
             self.drop_log()
 
     def drop_log(self) -> None:
@@ -164,12 +179,12 @@ class Bench:
         target.unlink(missing_ok=True)
         return measure
 
-    def cdc_sync(self, label: str) -> Measure:
-        command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path}",
-                   "--schema", "airflow", "--capture", self.capture, "--json",
+    def cdc_sync(self, capture: str, label: str) -> Measure:
+        command = [str(CDC_SYNC), "run", "--source", self.url, "--destination", f"duckdb:///{self.cdc_path(capture)}",
+                   "--schema", "airflow", "--capture", capture, "--json",
                    *(["--history"] if self.history else [])]
         scans_before, slot_before = task_instance_scans(self.url), slot_position(self.url)
-        measure, stdout = run_process(command, f"cdc_sync-{label}")
+        measure, stdout = run_process(command, f"{engine_name(capture)}-{label}")
         scans_after, slot_after = task_instance_scans(self.url), slot_position(self.url)
         report = json.loads(stdout)
         if not report["ok"]:
@@ -179,7 +194,7 @@ class Bench:
                           "cycle_seconds": report["seconds"],
                           "task_instance_seq_scans": scans_after[0] - scans_before[0],
                           "task_instance_seq_tup_read": scans_after[1] - scans_before[1]}
-        if self.capture == "log":
+        if capture == "log":
             # The WAL this cycle decoded: from where the slot stood before it to the position it read up to (where
             # the slot stands after it; 0 for an initial sync, which makes the slot).
             measure.detail["wal_decoded_bytes"] = (slot_after - slot_before
@@ -193,6 +208,10 @@ class Bench:
                    str(self.dlt_pipelines), *TABLES]
         measure, _ = run_process(command, f"dlt-{label}", env={"RUNTIME__DLTHUB_TELEMETRY": "false"})
         return measure
+
+
+def engine_name(capture: str) -> str:
+    return "cdc_sync" if capture == "query" else f"cdc_sync_{capture}"
 
 
 def task_instance_scans(url: str) -> tuple[int, int]:
@@ -222,8 +241,17 @@ def source_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
         return {t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
+def compile_bytecode() -> None:
+    """Compile cdc_sync's modules as an install from a wheel does. The project is installed editable, and where
+    ``PYTHONDONTWRITEBYTECODE`` is set no import writes ``__pycache__``: every cdc_sync process would compile its
+    ~90 modules from source (60-70 ms), while dlt's environment is installed with its bytecode compiled."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "cdc_sync")], check=True)
+
+
 def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = "query",
         history: bool = False) -> dict:
+    captures = ("query", "log") if capture == "both" else (capture,)
+    compile_bytecode()
     data = bench_dataset.Dataset(scale)
     dlt_python = None if skip_dlt else ensure_bench_venv()
     url = bench_dataset.PG_URL_TEMPLATE.format(database=data.database)
@@ -234,8 +262,8 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
         url, build_seconds = bench_dataset.build(data)
     work = RESULTS / f"work-x{scale}"
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(url, data, work, dlt_python, capture, history)
-    engines = ["cdc_sync"] + ([] if skip_dlt else ["dlt"])
+    bench = Bench(url, data, work, dlt_python, captures, history)
+    engines = bench.engines()
     runs: dict[str, dict[str, list[Measure]]] = {e: {s: [] for s in SCENARIOS} for e in engines}
     floors: list[Measure] = []
     adbc_floors: list[Measure] = []
@@ -246,18 +274,19 @@ def run(scale: int, repeats: int, rebuild: bool, skip_dlt: bool, capture: str = 
         bench_dataset.settle(url)
         floors.append(bench.floor(f"x{scale}-r{repeat}"))
         adbc_floors.append(bench.adbc_floor(f"x{scale}-r{repeat}"))
-        for engine in engines:
-            runs[engine]["initial"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-initial"))
+        for engine, measure in engines.items():
+            runs[engine]["initial"].append(measure(f"x{scale}-r{repeat}-initial"))
         if repeat == 0:
             expected = source_counts(url, TABLES)
-            mirrored = mirror_counts(bench.cdc_path, TABLES)
-            if mirrored != expected:
-                raise RuntimeError(f"cdc_sync mirror differs from the source: {mirrored} != {expected}")
+            for each in captures:
+                mirrored = mirror_counts(bench.cdc_path(each), TABLES)
+                if mirrored != expected:
+                    raise RuntimeError(f"cdc_sync ({each}) mirror differs from the source: {mirrored} != {expected}")
         bursts.append(bench_dataset.burst(url, data, repeat + scale * 100))
-        for engine in engines:
-            runs[engine]["burst"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-burst"))
-        for engine in engines:
-            runs[engine]["no_change"].append(getattr(bench, engine)(f"x{scale}-r{repeat}-no_change"))
+        for engine, measure in engines.items():
+            runs[engine]["burst"].append(measure(f"x{scale}-r{repeat}-burst"))
+        for engine, measure in engines.items():
+            runs[engine]["no_change"].append(measure(f"x{scale}-r{repeat}-no_change"))
     bench.reset()
     result = summarize(scale, repeats, data, build_seconds, runs, floors, adbc_floors, bursts)
     result["capture"] = capture
@@ -279,10 +308,10 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
                        "median_cpu_s": median([m.cpu_s for m in measures]),
                        "peak_rss_mib": max(m.peak_rss_mib for m in measures),
                        **({"wal_decoded_bytes": max(m.detail.get("wal_decoded_bytes", 0) for m in measures)}
-                          if engine == "cdc_sync" else {}),
+                          if engine.startswith("cdc_sync") else {}),
                        **({"task_instance_seq_scans": max(m.detail["task_instance_seq_scans"] for m in measures),
                            "task_instance_seq_tup_read": max(m.detail["task_instance_seq_tup_read"] for m in measures)}
-                          if engine == "cdc_sync" else {})}
+                          if engine.startswith("cdc_sync") else {})}
             for scenario, measures in scenarios.items()
         }
     floor_s = median([f.detail["all_tables"]["floor_s"] for f in floors])
@@ -302,13 +331,23 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
         "task_instance_floor_s": median([f.detail["task_instance_floor_s"] for f in adbc_floors]),
         "peak_rss_mib": max(f.peak_rss_mib for f in adbc_floors),
     }
-    cdc = summary["cdc_sync"]
-    ratios = {"cdc_sync_initial_over_floor": round(cdc["initial"]["median_s"] / floor_s, 2),
-              "cdc_sync_initial_over_adbc_floor": round(cdc["initial"]["median_s"] / adbc_floor_s, 2)}
-    if "dlt" in summary:
+    ratios: dict[str, float] = {}
+    adbc_process_s = summary["adbc_floor"]["process_median_s"]
+    for engine in (name for name in runs if name.startswith("cdc_sync")):
+        initial = summary[engine]["initial"]["median_s"]
+        # Against the floors' in-process seconds, and against the ADBC floor as a whole process like cdc_sync's own
+        # (interpreter start, imports and connections on both sides: how the issue measured that floor).
+        ratios[f"{engine}_initial_over_floor"] = round(initial / floor_s, 2)
+        ratios[f"{engine}_initial_over_adbc_floor"] = round(initial / adbc_floor_s, 2)
+        ratios[f"{engine}_initial_over_adbc_floor_process"] = round(initial / adbc_process_s, 2)
         for scenario in SCENARIOS:
-            ratios[f"dlt_over_cdc_sync_{scenario}"] = round(
-                summary["dlt"][scenario]["median_s"] / cdc[scenario]["median_s"], 2)
+            if "dlt" in summary:
+                ratios[f"dlt_over_{engine}_{scenario}"] = round(
+                    summary["dlt"][scenario]["median_s"] / summary[engine][scenario]["median_s"], 2)
+    if "cdc_sync" in summary and "cdc_sync_log" in summary:
+        for scenario in SCENARIOS:
+            ratios[f"log_over_query_{scenario}"] = round(
+                summary["cdc_sync_log"][scenario]["median_s"] / summary["cdc_sync"][scenario]["median_s"], 2)
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": f".venv/bin/python bench/run.py --scale {scale} --repeats {repeats}",
@@ -327,46 +366,46 @@ def summarize(scale: int, repeats: int, data: bench_dataset.Dataset, build_secon
 
 def markdown(result: dict) -> str:
     summary, ratios = result["summary"], result["ratios"]
-    has_dlt = "dlt" in summary
+    engines = [name for name in summary if name.startswith("cdc_sync") or name == "dlt"]
+    labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
+              "no_change": "cycle with no change"}
+    titles = {"cdc_sync": "cdc_sync, query", "cdc_sync_log": "cdc_sync, log", "dlt": "dlt"}
     lines = [
         f"Scale {result['dataset']['scale']}: {result['dataset']['task_instances']:,} task instances, "
         f"{result['dataset']['dag_runs']:,} dag runs, {result['dataset']['logs']:,} log rows; "
         f"medians of {len(result['raw']['floor'])} runs, each a whole process (start included).",
         "",
-        f"cdc_sync capture mode: {result.get('capture', 'query')}.",
-        "",
-        "| scenario | cdc_sync | cdc_sync CPU | cdc_sync peak RSS | task_instance seq scans (tuples) | WAL decoded |"
-        + (" dlt | dlt peak RSS | dlt / cdc_sync |" if has_dlt else ""),
-        "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if has_dlt else ""),
+        "| scenario | " + " | ".join(f"{titles[e]} | CPU | peak RSS" for e in engines) + " |",
+        "|---|" + "---:|---:|---:|" * len(engines),
     ]
-    labels = {"initial": "initial sync (default tables)", "burst": "cycle after 20,000 TI + 100 runs changed",
-              "no_change": "cycle with no change"}
     for scenario in SCENARIOS:
-        cdc = summary["cdc_sync"][scenario]
-        wal = f"{cdc['wal_decoded_bytes'] / 2**20:.1f} MiB" if result.get("capture") == "log" else "n/a"
-        row = (f"| {labels[scenario]} | {cdc['median_s']:.2f} s | {cdc['median_cpu_s']:.2f} s | "
-               f"{cdc['peak_rss_mib']:.0f} MiB | {cdc['task_instance_seq_scans']} "
-               f"({cdc['task_instance_seq_tup_read']:,}) | {wal} |")
-        if has_dlt:
-            dlt = summary["dlt"][scenario]
-            row += (f" {dlt['median_s']:.2f} s | {dlt['peak_rss_mib']:.0f} MiB | "
-                    f"{ratios[f'dlt_over_cdc_sync_{scenario}']:.1f}x |")
-        lines.append(row)
+        cells = [f"{summary[e][scenario]['median_s']:.2f} s | {summary[e][scenario]['median_cpu_s']:.2f} s | "
+                 f"{summary[e][scenario]['peak_rss_mib']:.0f} MiB" for e in engines]
+        lines.append(f"| {labels[scenario]} | " + " | ".join(cells) + " |")
+    cdc_engines = [e for e in engines if e != "dlt"]
+    lines += ["", "| source work, " + " | ".join(f"{titles[e]}" for e in cdc_engines) + " |",
+              "|---|" + "---:|" * len(cdc_engines)]
+    for scenario in SCENARIOS:
+        cells = []
+        for engine in cdc_engines:
+            cdc = summary[engine][scenario]
+            wal = (f", WAL decoded {cdc['wal_decoded_bytes'] / 2**20:.1f} MiB" if engine == "cdc_sync_log" else "")
+            cells.append(f"{cdc['task_instance_seq_scans']} task_instance seq scans "
+                         f"({cdc['task_instance_seq_tup_read']:,} tuples){wal}")
+        lines.append(f"| {labels[scenario]} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios: " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items()) + "."]
     floor = summary["floor"]
+    adbc = summary["adbc_floor"]
     lines += [
         "",
         f"Raw floor, same tables (COPY → Arrow → DuckDB, in one process): COPY {floor['copy_s']:.2f} s, "
         f"into Arrow {floor['to_arrow_s']:.2f} s, DuckDB load {floor['load_s']:.2f} s: read + load "
         f"**{floor['read_plus_load_s']:.2f} s** (task_instance alone {floor['task_instance_floor_s']:.2f} s; "
-        f"whole process {floor['process_median_s']:.2f} s, peak {floor['peak_rss_mib']:.0f} MiB). "
-        f"cdc_sync initial / floor: **{ratios['cdc_sync_initial_over_floor']:.2f}x**.",
+        f"whole process {floor['process_median_s']:.2f} s, peak {floor['peak_rss_mib']:.0f} MiB).",
         "",
         f"ADBC floor, same tables (COPY BINARY → Arrow → DuckDB, streamed): read + load "
-        f"**{result['summary']['adbc_floor']['read_plus_load_s']:.2f} s** (task_instance alone "
-        f"{result['summary']['adbc_floor']['task_instance_floor_s']:.2f} s; whole process "
-        f"{result['summary']['adbc_floor']['process_median_s']:.2f} s, peak "
-        f"{result['summary']['adbc_floor']['peak_rss_mib']:.0f} MiB). cdc_sync initial / ADBC floor: "
-        f"**{ratios['cdc_sync_initial_over_adbc_floor']:.2f}x**.",
+        f"**{adbc['read_plus_load_s']:.2f} s** (task_instance alone {adbc['task_instance_floor_s']:.2f} s; "
+        f"whole process **{adbc['process_median_s']:.2f} s**, peak {adbc['peak_rss_mib']:.0f} MiB).",
     ]
     return "\n".join(lines)
 
@@ -378,8 +417,8 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the source database even if present")
     parser.add_argument("--skip-dlt", action="store_true", help="time cdc_sync and the floor only")
     parser.add_argument("--drop", action="store_true", help="drop the source database at the end")
-    parser.add_argument("--capture", choices=("log", "query"), default="query",
-                        help="cdc_sync's capture mode (log: PostgreSQL logical decoding)")
+    parser.add_argument("--capture", choices=("log", "query", "both"), default="query",
+                        help="cdc_sync's capture mode (log: PostgreSQL logical decoding; both: side by side)")
     parser.add_argument("--history", action="store_true", help="cdc_sync keeps <table>__history tables")
     args = parser.parse_args()
     result = run(args.scale, args.repeats, args.rebuild, args.skip_dlt, args.capture, args.history)

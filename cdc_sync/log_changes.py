@@ -30,6 +30,7 @@ from itertools import repeat
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from cdc_sync.arrow_kernels import call
 from cdc_sync.errors import SourceError
 from cdc_sync.log_spool import DELETES, KIND, TRUNCATE, UNSENT
 from cdc_sync.plan import TablePlan
@@ -159,7 +160,7 @@ def _typed(plan: TablePlan, columns: tuple[str, ...], changes: pa.Table, indexes
     value quoted) and parses it back, with no Python object per value."""
     if not indexes:
         return []
-    rows = changes.select(list(columns)).take(pa.array(indexes, pa.int64()))
+    rows = call("take", changes.select(list(columns)), pa.array(indexes, pa.int64()))
     patches = [(position, filled[index]) for position, index in enumerate(indexes) if filled and index in filled]
     if patches:
         rows = _patched(rows, patches)

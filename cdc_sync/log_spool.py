@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cdc_sync.arrow_kernels import call, is_in
 from cdc_sync.errors import SourceError
 from cdc_sync.sources.base import SeenRowVersions
 from cdc_sync.sources.pgoutput import (
@@ -90,8 +91,7 @@ class _Commits:
         self.times[number] = (message.commit_time - _UNIX_EPOCH) // _MICROSECOND
 
     def arrays(self) -> tuple[pa.Array, pa.Array, pa.Array]:
-        return (pa.array(self.ends, pa.uint64()),
-                pa.array(self.times, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        return (pa.array(self.ends, pa.uint64()), pa.array(self.times, pa.timestamp("us", tz="UTC")),
                 pa.array(self.xids, pa.int64()))
 
 
@@ -249,7 +249,6 @@ class ChangeSpool:
         """Every version of ``table`` committed after the LSN ``after``, in the log's order, with its commit. An
         upsert's values hold ``columns`` (default: all), an unsent one as UNCHANGED_TOAST; a delete's, the replica
         identity's. Without the transactions ``seen`` saw, as :meth:`batches`."""
-        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
@@ -257,27 +256,28 @@ class ChangeSpool:
         wanted = [(index, name) for index, name in enumerate(spool.columns) if columns is None or name in columns]
         identity = [(spool.columns.index(name), name) for name in spool.identity if name in spool.columns]
         for batch, ends, transactions in self._committed_after(table, after, seen):
-            yield from _versions(batch, ends.to_pylist(), pc.take(times, transactions).to_pylist(), wanted, identity)
+            yield from _versions(batch, ends.to_pylist(), call("take", times, transactions).to_pylist(), wanted,
+                                 identity)
 
     def _committed_after(self, table: str, after: int, seen: SeenRowVersions | None) \
             -> Iterator[tuple[pa.RecordBatch, pa.Array, pa.Array]]:
-        pc = _compute()
         spool = self.tables.get(table)
         if spool is None or self._commit_arrays is None:
             return
         ends, _times, xids = self._commit_arrays
         # Per transaction number: committed after ``after``, and not seen by the last query-path read.
-        wanted = pc.greater(ends, pa.scalar(after, pa.uint64()))
+        wanted = call("greater", ends, pa.scalar(after, pa.uint64()))
         if seen is not None:
-            wanted = pc.and_(wanted, unseen_transactions(xids, seen))
+            wanted = call("and", wanted, unseen_transactions(xids, seen))
         for batch in spool.batches():
             transactions = batch.column(TRANSACTION)
-            batch_ends = pc.take(ends, transactions)
-            kept = pc.take(wanted, transactions)
-            if not pc.any(kept).as_py():
+            batch_ends = call("take", ends, transactions)
+            kept = call("take", wanted, transactions)
+            if not call("any", kept).as_py():
                 continue
-            if not pc.all(kept).as_py():
-                batch, batch_ends, transactions = batch.filter(kept), batch_ends.filter(kept), transactions.filter(kept)
+            if not call("all", kept).as_py():
+                batch, batch_ends, transactions = (call("filter", batch, kept), call("filter", batch_ends, kept),
+                                                   call("filter", transactions, kept))
             yield batch, batch_ends, transactions
 
     def close(self) -> None:
@@ -291,23 +291,17 @@ def unseen_transactions(xids: pa.Array, seen: SeenRowVersions) -> pa.Array:
     ids) did not see it: a table's last read through the query path holds what it saw already, and applying those
     changes again could undo what a later rewrite by DDL did, which the log does not carry (an Airflow upgrade's
     ALTER TABLE). Each id is read as the 64-bit id nearest to the snapshot's ``xmax``."""
-    pc = _compute()
     half, wrap = 1 << 31, 1 << 32
-    full = pc.bit_wise_or(pa.scalar(seen.xmax & ~0xFFFFFFFF, pa.int64()), pc.bit_wise_and(xids, 0xFFFFFFFF))
-    full = pc.if_else(pc.greater(full, seen.xmax + half), pc.subtract(full, wrap),
-                      pc.if_else(pc.less(full, seen.xmax - half), pc.add(full, wrap), full))
-    saw = pc.and_(pc.and_(pc.greater_equal(full, 3), pc.less(full, seen.xmax)),
-                  pc.invert(pc.is_in(full, value_set=pa.array(seen.in_progress, pa.int64()))))
-    return pc.invert(saw)
 
+    def int64(value: int) -> pa.Scalar:
+        return pa.scalar(value, pa.int64())
 
-def _compute() -> Any:
-    """``pyarrow.compute``, imported when a log cycle first reads its spool: the module builds a wrapper for every
-    Arrow kernel at import (about 50 ms), which a query-mode cycle, importing this module through the cycle, must not
-    pay (tests/test_hex_decode.py)."""
-    import pyarrow.compute
-
-    return pyarrow.compute
+    full = call("bit_wise_or", int64(seen.xmax & ~0xFFFFFFFF), call("bit_wise_and", xids, int64(0xFFFFFFFF)))
+    full = call("if_else", call("greater", full, int64(seen.xmax + half)), call("subtract", full, int64(wrap)),
+                call("if_else", call("less", full, int64(seen.xmax - half)), call("add", full, int64(wrap)), full))
+    saw = call("and", call("and", call("greater_equal", full, int64(3)), call("less", full, int64(seen.xmax))),
+               call("invert", is_in(full, pa.array(seen.in_progress, pa.int64()))))
+    return call("invert", saw)
 
 
 def _versions(batch: pa.RecordBatch, ends: list[int], times: list[Any], wanted: list[tuple[int, str]],
