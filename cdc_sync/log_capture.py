@@ -34,7 +34,7 @@ from cdc_sync.log_changes import TableLogChanges, collapse_in_segments
 from cdc_sync.log_spool import ChangeSpool, LoggedChange
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
-from cdc_sync.sources import SeenRowVersions, SourceSnapshot, open_log
+from cdc_sync.sources import SeenRowVersions, Source, SourceSnapshot, open_log
 from cdc_sync.sources.boundary import TranslatedLog
 from cdc_sync.sources.pgoutput import format_lsn, parse_lsn
 from cdc_sync.sources.publication import LogNames, PublishedTable, table_set_taken
@@ -171,6 +171,49 @@ def retained_wal_verdict(retained: int | None, wal_status: str | None, bound: in
                                 "every table in the watermark mode. Run cycles more often, or raise max_retained_wal.")
     return WalVerdict(False, f"The replication slot keeps {mib} of WAL, over half of max_retained_wal "
                              f"({bound / MIB:,.0f} MiB); past it, the slot is dropped and the tables resynced.")
+
+
+def bound_unread_slot(config: SyncConfig, source: Source) -> list[str]:
+    """In a watermark-mode cycle, cdc_sync's slot of this schema (left by earlier log cycles, or made by ``capture
+    setup`` for a role that may not read it) is read and advanced by nothing, so the WAL it keeps only grows: the
+    forgotten slot that fills a production disk. The same bound as in the log mode applies: a warning past half of
+    ``max_retained_wal``, and past it (or once PostgreSQL lost the slot's WAL) the slot and publication are dropped.
+    A later log cycle makes new ones and reads each table's changes since its query position, so nothing is lost.
+    Only cdc_sync's own objects are dropped (:meth:`PostgresLog.drop` proves it); when the role may not drop them,
+    the warning names the command an admin runs. Returns the warnings, which are logged too."""
+    names = LogNames.for_schema(config.schema)
+    try:
+        slot = source.replication_slot_wal(names.slot)
+    except CdcSyncError as error:  # a check for safety's sake: the cycle does not depend on it
+        log.info("Could not read the WAL kept by replication slot %s: %s", names.slot, error)
+        return []
+    if slot is None:
+        return []
+    retained, wal_status = slot
+    verdict = retained_wal_verdict(retained, wal_status, config.max_retained_wal)
+    if verdict is None:
+        return []
+    kept = f"cdc_sync's replication slot {names.slot} keeps {(retained or 0) / MIB:,.0f} MiB of WAL on the source"
+    if wal_status == "lost":
+        kept = f"cdc_sync's replication slot {names.slot} lost WAL it needed (PostgreSQL invalidated it)"
+    bound = f"max_retained_wal ({config.max_retained_wal / MIB:,.0f} MiB)"
+    if not verdict.drop:
+        message = (f"{kept}, over half of {bound}, and nothing advances it while cycles run in the watermark mode: "
+                   "drop it with `cdc-sync capture drop` if the mirror stays in this mode; past the bound, a cycle "
+                   "drops it.")
+    else:
+        try:
+            with open_log(config.source_url, names) as source_log:
+                done = source_log.drop()
+        except CdcSyncError as error:
+            message = (f"{kept}, over {bound}, and nothing advances it while cycles run in the watermark mode, but "
+                       f"it could not be dropped ({error}): an admin should run `cdc-sync capture drop`.")
+        else:
+            message = (f"{kept}, over {bound}, and nothing advances it while cycles run in the watermark mode: "
+                       f"{' and '.join(done) or 'it was gone already'}, so that it cannot fill the source's disk "
+                       "(a later log-mode cycle makes a new one, with nothing lost).")
+    log.warning(message)
+    return [message]
 
 
 class LogCapture(Capture):

@@ -38,7 +38,7 @@ from cdc_sync.history import prepare_history_table, record_query_versions, seed_
 from cdc_sync.history_log import record_log_versions
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_apply import apply_log_changes
-from cdc_sync.log_capture import LogSession, PublicationTaken
+from cdc_sync.log_capture import LogSession, PublicationTaken, bound_unread_slot
 from cdc_sync.ownership import require_airflow_source
 from cdc_sync.plan import CURSOR_STRATEGIES, TablePlan, plan_table, select_tables, validate_column_options
 from cdc_sync.positions import format_mark, mark_row_key
@@ -300,6 +300,8 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             log.warning(warning)
         plans = _plans(config, source, tables)
         capture = choose_capture(config, [PublishedTable(plan.name, plan.column_names) for plan in plans])
+        if capture.mode == "query":  # a slot of this schema that nothing reads still keeps WAL: bounded here too
+            report.warnings.extend(bound_unread_slot(config, source))
         published = plans  # a resync of some tables still reads the log of all
         resync_only = set(only_tables or ())
         unknown = resync_only - {plan.name for plan in plans}

@@ -164,6 +164,31 @@ def test_a_role_without_replication_gets_query_mode_even_once_an_admin_made_the_
     assert f"the source role {reader_role} may not create the publication" in _choice_lines(caplog)[-1]
 
 
+def test_a_role_that_may_not_drop_the_admins_slot_past_the_bound_is_told_to_ask_an_admin(
+        logical_source: str, reader_role: str, tmp_path: Path) -> None:
+    """Past max_retained_wal, a watermark-mode cycle drops the slot nothing reads; a role without REPLICATION may
+    not (PostgreSQL's rule), so the cycle goes on and its warning names the admin's command. The slot stays."""
+    schema = f"auto_{uuid.uuid4().hex[:8]}"
+    from cdc_sync import log_admin
+
+    admin_config = _config(logical_source, schema=schema)
+    log_admin.setup(admin_config, log_admin.log_names(admin_config))
+    _execute(logical_source, "CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
+    reader = make_url(logical_source).set(username=reader_role).render_as_string(hide_password=False)
+    report = sync(reader, f"duckdb:///{tmp_path / 'm.duckdb'}", schema, tables=TABLES, capture="auto",
+                  max_retained_wal=1 << 20)
+    assert report.ok and all(table.rows_written > 0 for table in report.tables)
+    slot = LogNames.for_schema(schema).slot
+    [warning] = [w for w in report.warnings if slot in w]
+    assert re.fullmatch(
+        rf"cdc_sync's replication slot {slot} keeps [\d,]+ MiB of WAL on the source, over max_retained_wal \(1 MiB\), "
+        r"and nothing advances it while cycles run in the watermark mode, but it could not be dropped \(.*must be "
+        r"superuser or replication role.*\): an admin should run `cdc-sync capture drop`\.", warning, re.DOTALL)
+    with psycopg.connect(logical_source) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                                  (slot,)).fetchone()[0] == 1
+
+
 def test_query_says_nothing_and_asks_the_source_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="cdc_sync")
     config = build_config(source="postgresql://127.0.0.1:1/unreachable", destination="duckdb:///m.duckdb",

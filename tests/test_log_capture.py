@@ -272,6 +272,33 @@ def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_
     assert_exact(logical_source, duckdb_destination)
 
 
+def test_a_slot_nothing_reads_in_query_mode_keeps_the_retained_wal_bound(logical_source: str,
+                                                                      duckdb_destination: str) -> None:
+    """A mirror switched back to the watermark mode leaves its slot, which nothing advances any more: under the
+    bound it is left alone, past it the query cycle drops it (and its publication), and a later log cycle starts a
+    new slot with nothing lost."""
+    sync(logical_source, duckdb_destination)
+    quiet = sync(logical_source, duckdb_destination, "query", max_retained_wal=1 << 40)  # far under the bound
+    assert slot_position(logical_source) is not None and not quiet.warnings
+    scheduler_burst(logical_source)
+    with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
+        connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
+    report = sync(logical_source, duckdb_destination, "query", max_retained_wal=1 << 20)
+    assert slot_position(logical_source) is None
+    [warning] = [w for w in report.warnings if NAMES.slot in w]
+    assert warning.startswith(f"cdc_sync's replication slot {NAMES.slot} keeps ")
+    assert (f"over max_retained_wal (1 MiB), and nothing advances it while cycles run in the watermark mode: "
+            f"dropped replication slot {NAMES.slot} and dropped publication {NAMES.publication}") in warning
+    assert_exact(logical_source, duckdb_destination)
+    assert not sync(logical_source, duckdb_destination, "query", max_retained_wal=1 << 20).warnings
+    with psycopg.connect(logical_source, autocommit=True) as connection:
+        connection.execute("UPDATE dag_run SET state = 'failed', updated_at = clock_timestamp() "
+                           "WHERE run_id = 'scheduled__1'")
+    sync(logical_source, duckdb_destination)  # log mode again: a new slot, the change read since the query position
+    assert slot_position(logical_source) is not None
+    assert_exact(logical_source, duckdb_destination)
+
+
 def test_a_slot_dropped_behind_the_cycles_back_makes_the_next_cycle_read_the_changes_through_the_query_path(
         logical_source: str, duckdb_destination: str) -> None:
     sync(logical_source, duckdb_destination)

@@ -253,6 +253,11 @@ class Source(ABC):
         """Where the source looks for Airflow's tables, for messages (no credentials)."""
         return self.identity()
 
+    def replication_slot_wal(self, slot: str) -> tuple[int | None, str | None] | None:
+        """The WAL the replication slot ``slot`` of this database keeps (bytes) and its ``wal_status``, or None when
+        there is no such slot (or the engine has none)."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -127,6 +127,10 @@ class TranslatedSource(Source):
         with self._boundary.translating("reading the database's location"):
             return self.inner.location()
 
+    def replication_slot_wal(self, slot: str) -> tuple[int | None, str | None] | None:
+        with self._boundary.translating("reading the replication slot's retained WAL"):
+            return self.inner.replication_slot_wal(slot)
+
     def close(self) -> None:
         with self._boundary.translating("closing the connection"):
             self.inner.close()

@@ -31,6 +31,7 @@ from cdc_sync.sources.base import (
 from cdc_sync.sources.csv_stream import csv_batches
 from cdc_sync.sources.postgres_arrow import ARROW_READ_MIN_BYTES, ArrowReader
 from cdc_sync.sources.postgres_arrow import select_expression as binary_select_expression
+from cdc_sync.sources.publication import COLUMN_LISTS_FROM
 from cdc_sync.types import Column, LogicalType, TableSchema
 from cdc_sync.urls import SOURCE_SCHEMA_OPTION, URL, postgres_conninfo, redact, scrub, source_schema
 
@@ -130,6 +131,9 @@ ROW_VERSION_MAX_DISTANCE = 1_000_000_000
 # table names) reads it. The value is a quoted identifier, bound as a parameter.
 USE_SCHEMA_SQL = "SELECT set_config('search_path', %s, false)"
 CURRENT_SCHEMA_SQL = "SELECT current_schema()"
+# A replication slot of this database: the WAL it keeps from being recycled, and whether PostgreSQL still keeps it.
+SLOT_WAL_SQL = ("SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status FROM pg_replication_slots "
+                "WHERE slot_name = %s AND database = current_database()")
 # The planner's row count of a table (kept by VACUUM, ANALYZE and CREATE INDEX): a progress bar's total.
 ESTIMATE_ROWS_SQL = """
 SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -373,6 +377,12 @@ class PostgresSource(Source):
         schema = self._connection.execute(CURRENT_SCHEMA_SQL).fetchone()[0]
         where = f"schema {schema}" if schema else "no schema (search_path names none that exists)"
         return f"{redact(self._url)} ({where})"
+
+    def replication_slot_wal(self, slot: str) -> tuple[int | None, str | None] | None:
+        if self._connection.info.server_version < COLUMN_LISTS_FROM:
+            return None  # cdc_sync makes slots on PostgreSQL 15+ only (wal_status is 13+)
+        row = self._connection.execute(SLOT_WAL_SQL, (slot,)).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def close(self) -> None:
         try:
