@@ -5,8 +5,9 @@ delete), ``_cdc_lsn`` (the change's own WAL position, as PostgreSQL writes an LS
 
 Written before the changes are applied to the mirror, in the same transaction, because:
 
-* a value the log did not send (an unchanged TOASTed column) is the previous version's, which the mirror still
-  holds then, or an earlier version of the same row within the changes;
+* a value the log did not send (an unchanged TOASTed column) is the previous version's: an earlier version of the
+  same row within the segment, else the row's open version in the history (an earlier segment's), else the
+  mirror's, which still holds it then;
 * a DELETE carries only the replica identity (the primary key), so its ``delete`` version copies the values of
   the row's open version (or of its last version within the changes).
 
@@ -35,16 +36,23 @@ from cdc_sync.sources.pgoutput import UNCHANGED_TOAST, Value, format_lsn
 from cdc_sync.types import ARROW_TYPES, LogicalType
 
 Transform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
+# Changes held in memory before they are recorded (a segment ends only at a transaction's end, so that versions of
+# one commit time are never split: a later segment's version would look already recorded).
+HISTORY_SEGMENT_CHANGES = 20_000
 Version = dict[str, Any]  # a row's values, and its META_NAMES
 
 
 def record_log_versions(destination: Destination, schema: str, plan: TablePlan, changes: Iterable[LoggedChange],
                         identity: Sequence[str], synced_at: datetime, transform: Transform) -> None:
-    """Record ``changes`` (one table's, in LSN order, uncollapsed) in its history table."""
+    """Record ``changes`` (one table's, in LSN order, uncollapsed) in its history table, in segments of about
+    :data:`HISTORY_SEGMENT_CHANGES` whole transactions (one transaction larger than that is one segment)."""
     sql = history_sql(destination, schema, plan)
     segment: list[LoggedChange] = []
     for change in changes:
         if change.op != "truncate":
+            if len(segment) >= HISTORY_SEGMENT_CHANGES and change.end_lsn != segment[-1].end_lsn:
+                _record_segment(destination, sql, plan, segment, tuple(identity), synced_at, transform)
+                segment = []
             segment.append(change)
             continue
         _record_segment(destination, sql, plan, segment, tuple(identity), synced_at, transform)

@@ -17,6 +17,7 @@ table's reads can leave out the transactions its last read through the query pat
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from array import array
 from collections.abc import Collection, Iterable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from cdc_sync.arrow_kernels import call, is_in
-from cdc_sync.errors import SourceError
+from cdc_sync.errors import CdcSyncError, SourceError
 from cdc_sync.sources.base import SeenRowVersions
 from cdc_sync.sources.pgoutput import (
     UNCHANGED_TOAST,
@@ -45,6 +46,9 @@ from cdc_sync.sources.pgoutput import (
 
 # Rows a table's spool holds in memory before they are written out as one Arrow batch.
 SPOOL_BATCH_ROWS = 10_000
+# Free space the spool leaves on its disk (TMPDIR's): a cycle stops rather than fill it.
+MIB = 1 << 20
+SPOOL_MIN_FREE_BYTES = 256 * MIB
 # What each spooled row is, as the log said it: INSERT and UPDATE are upserts; DELETE and IDENTITY_DELETE (the old
 # replica identity an UPDATE changed, e.g. a task instance's new UUID) are deletes.
 INSERT, UPDATE, DELETE, IDENTITY_DELETE, TRUNCATE = range(5)
@@ -161,6 +165,7 @@ class TableSpool:
         kinds, transactions, lsns, unsent = zip(*self._meta, strict=True)
         arrays += [pa.array(kinds, pa.int8()), pa.array(transactions, pa.int64()), pa.array(lsns, pa.uint64()),
                    pa.array(unsent, pa.string())]
+        _require_free_space(self.path.parent)
         if self._writer is None:
             self._writer = pa.ipc.new_stream(str(self.path), self._schema)
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
@@ -284,6 +289,22 @@ class ChangeSpool:
         for spool in self.tables.values():
             spool.close()
         self._directory.cleanup()
+
+
+class SpoolDiskFull(CdcSyncError):
+    """The disk under the log spool is nearly full."""
+
+
+def _require_free_space(directory: Path) -> None:
+    """Refuse to fill the disk the spool is on: the cycle stops before it writes anything, and the slot keeps the
+    changes for the next cycle (nothing is lost)."""
+    free = shutil.disk_usage(directory).free
+    if free < SPOOL_MIN_FREE_BYTES:
+        raise SpoolDiskFull(
+            f"The log capture's spool directory {directory} has only {free / MIB:,.0f} MiB free (it keeps "
+            f"{SPOOL_MIN_FREE_BYTES / MIB:,.0f} MiB free), so this cycle stopped before writing anything; the slot "
+            "keeps the changes. Point TMPDIR at a larger disk, or run cycles more often."
+        )
 
 
 def unseen_transactions(xids: pa.Array, seen: SeenRowVersions) -> pa.Array:

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 import cdc_sync
+from cdc_sync import history_log
 from cdc_sync.errors import TableSyncError
 from cdc_sync.sources.pgoutput import parse_lsn
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored, mirror_query
@@ -186,6 +187,40 @@ def test_log_history_keeps_unsent_toasted_values_and_hashes_as_the_mirror(logica
     assert all((text, hostname) == mirrored[0] for _, text, hostname in kept[1:])
     assert "changed" in mirrored[0][0] and len(mirrored[0][0]) > 8192
     assert mirrored[0][1] != plain_hostname and plain_hostname
+
+
+def test_log_history_recorded_in_segments_is_the_same_history(logical_source: str, duckdb_destination: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cycle's versions are recorded in segments of whole transactions, so memory holds one segment: an unchanged
+    TOASTed value set in an earlier segment is taken from there (not from the mirror, which is older), a delete
+    finds the version an earlier segment recorded, and two versions of one transaction stay in one segment."""
+    key = a_task_instance(logical_source)
+    sync(logical_source, duckdb_destination, "log")
+    segments: list[int] = []
+    record = history_log._record_segment
+    monkeypatch.setattr(history_log, "HISTORY_SEGMENT_CHANGES", 1)
+    monkeypatch.setattr(history_log, "_record_segment",
+                        lambda *args: (segments.append(len(args[3])), record(*args))[1])
+    big = "(SELECT jsonb_object_agg(g::text, md5(g::text)) FROM generate_series(1, 600) AS g)"
+    with psycopg.connect(logical_source, autocommit=True) as connection:  # sends the big value whole
+        connection.execute(f"UPDATE task_instance SET next_kwargs = {big} WHERE {KEY_SQL}", key)
+        [big_text] = connection.execute(f"SELECT next_kwargs::text FROM task_instance WHERE {KEY_SQL}", key).fetchone()
+    write(logical_source, key, "queued")  # sends it as unchanged, in the next segment
+    with psycopg.connect(logical_source) as connection:  # two versions in one transaction, one segment
+        connection.execute(f"UPDATE task_instance SET state = 'running' WHERE {KEY_SQL}", key)
+        connection.execute(f"UPDATE task_instance SET state = 'success' WHERE {KEY_SQL}", key)
+    deleted = write(logical_source, key, None)
+    sync(logical_source, duckdb_destination, "log")
+    assert [count for count in segments if count] == [1, 1, 2, 1]
+    rows = mirror_query(duckdb_destination, f'SELECT _cdc_op, state, CAST(next_kwargs AS TEXT) '
+                                            f'FROM "{SCHEMA}"."task_instance__history" WHERE {KEY_SQL} '
+                                            "ORDER BY _cdc_valid_from, _cdc_valid_to NULLS LAST", key)
+    assert len(big_text) > 8192
+    assert [row[:2] for row in rows[1:]] == [("update", rows[0][1]), ("update", "queued"), ("update", "running"),
+                                             ("update", "success"), ("delete", "success")]
+    assert all(text == big_text for _, _, text in rows[1:]) and rows[0][2] != big_text
+    assert_chained(versions(duckdb_destination, key))
+    assert_logged(versions(duckdb_destination, key)[-1], deleted, "delete")
 
 
 def cycle_in_process(source: str, destination: str, fault: str, capture: str = "log") -> subprocess.CompletedProcess:

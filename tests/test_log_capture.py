@@ -299,6 +299,24 @@ def test_a_slot_nothing_reads_in_query_mode_keeps_the_retained_wal_bound(logical
     assert_exact(logical_source, duckdb_destination)
 
 
+def test_a_nearly_full_spool_disk_stops_the_cycle_before_it_writes_and_loses_nothing(
+        logical_source: str, duckdb_destination: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync(logical_source, duckdb_destination)
+    slot_before, positions_before = slot_position(logical_source), stored_positions(duckdb_destination)
+    scheduler_burst(logical_source)
+    monkeypatch.setattr(log_spool, "SPOOL_MIN_FREE_BYTES", 1 << 62)  # more than any disk has free
+    result = CliRunner().invoke(main, ["run", "--source", logical_source, "--destination", duckdb_destination,
+                                       "--schema", SCHEMA, "--tables", ",".join(TABLES), "--capture", "log"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "The log capture's spool directory " in result.output
+    assert "Point TMPDIR at a larger disk, or run cycles more often." in result.output
+    assert slot_position(logical_source) == slot_before
+    assert stored_positions(duckdb_destination) == positions_before
+    monkeypatch.undo()
+    sync(logical_source, duckdb_destination)  # the slot still held every change
+    assert_exact(logical_source, duckdb_destination)
+
+
 def test_a_slot_dropped_behind_the_cycles_back_makes_the_next_cycle_read_the_changes_through_the_query_path(
         logical_source: str, duckdb_destination: str) -> None:
     sync(logical_source, duckdb_destination)

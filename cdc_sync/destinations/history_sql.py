@@ -132,12 +132,15 @@ class HistorySql:
         )
 
     def fill_unchanged(self, staging: str, column: str, flag: str) -> Statement:
-        """A value the log did not send (an unchanged TOASTed value) is the mirror's, read before the changes
-        are applied to it: the value of the version before."""
+        """A value the log did not send (an unchanged TOASTed value) is the version before's: the row's open
+        version in the history (recorded by an earlier segment of this cycle, or the mirror's row), else the
+        mirror's, read before the changes are applied to it. PostgreSQL sends that marker only for a value that is
+        not NULL, so the COALESCE never skips a real NULL."""
         q, staged = self.dialect.quote, self.dialect.quote(staging)
         return Statement(
-            f"UPDATE {staged} SET {q(column)} = (SELECT m.{q(column)} FROM {self.mirror} AS m "
-            f"WHERE {self._match('m', staged)}) WHERE {staged}.{q(flag)}"
+            f"UPDATE {staged} SET {q(column)} = COALESCE((SELECT h.{q(column)} FROM {self.history} AS h "
+            f"WHERE {self._match('h', staged)} AND {self._open('h')}), (SELECT m.{q(column)} FROM {self.mirror} AS m "
+            f"WHERE {self._match('m', staged)})) WHERE {staged}.{q(flag)}"
         )
 
     def close_before(self, staging: str, key: Sequence[str] | None = None) -> Statement:
