@@ -1,6 +1,7 @@
 """Writers the way Airflow and SQLAlchemy write, on the real servers, with cycles running in between: savepoints
 (nested, released, rolled back) inside long transactions, ids that commit out of order, and retries that give a
-task instance a new id. After the writers finish, one more cycle must leave an exact mirror."""
+task instance a new id. After the writers finish, one more cycle must leave an exact mirror. The PostgreSQL
+scenarios run in both capture modes: the watermark mode's snapshots, and the log mode's slot."""
 
 from __future__ import annotations
 
@@ -15,12 +16,20 @@ import pytest
 import cdc_sync
 from tests.mirror_check import AIRFLOW_KEYS, assert_mirrored
 
-SCHEMA = "airflow"
+SCHEMA = f"airflow_writers_{uuid.uuid4().hex[:8]}"  # the log mode's slot name is global to the server
 TABLES = ["dag", "dag_run", "job", "task_instance", "log"]
 
 
-def sync(source: str, destination: str) -> None:
-    report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES)
+@pytest.fixture(params=["query", "log"])
+def capture(request: pytest.FixtureRequest) -> str:
+    """The capture mode of every cycle of the test; the log mode's slots are dropped after it."""
+    if request.param == "log":
+        request.getfixturevalue("logical_source")
+    return request.param
+
+
+def sync(source: str, destination: str, capture: str = "query") -> None:
+    report = cdc_sync.sync(source, destination, SCHEMA, tables=TABLES, capture=capture)
     assert report.ok, report.summary()
 
 
@@ -45,10 +54,10 @@ def log_row(connection: psycopg.Connection, event: str) -> None:
 
 
 def test_rows_written_in_savepoints_of_a_transaction_open_across_cycles_are_mirrored(
-        airflow3_source: str, duckdb_destination: str) -> None:
+        airflow3_source: str, duckdb_destination: str, capture: str) -> None:
     """The parent is open at the read while a later transaction has committed, so the savepoints' xids lie below
     the read snapshot's xmax without being listed in it: they must still count as unseen."""
-    sync(airflow3_source, duckdb_destination)
+    sync(airflow3_source, duckdb_destination, capture)
     with psycopg.connect(airflow3_source) as long_writer, psycopg.connect(airflow3_source, autocommit=True) as other:
         run_id = first_run_id(long_writer)
         long_writer.execute("UPDATE job SET latest_heartbeat = clock_timestamp() WHERE id = (SELECT min(id) FROM job)")
@@ -67,38 +76,39 @@ def test_rows_written_in_savepoints_of_a_transaction_open_across_cycles_are_mirr
         # Later transactions commit while the parent stays open: the read's snapshot lies beyond the savepoints.
         log_row(other, "committed_meanwhile")
         new_task_instance(other, run_id, "committed_meanwhile")
-        sync(airflow3_source, duckdb_destination)
-        sync(airflow3_source, duckdb_destination)
+        sync(airflow3_source, duckdb_destination, capture)
+        sync(airflow3_source, duckdb_destination, capture)
         long_writer.commit()
-    sync(airflow3_source, duckdb_destination)
+    sync(airflow3_source, duckdb_destination, capture)
     assert_exact(airflow3_source, duckdb_destination)
     tasks = {key[1] for key in _mirror_keys(duckdb_destination, "task_instance")}
     assert {"in_savepoint", "in_nested_savepoint", "committed_meanwhile"} <= tasks
     assert "rolled_back" not in tasks
 
 
-def test_an_id_committed_after_a_larger_one_is_mirrored(airflow3_source: str, duckdb_destination: str) -> None:
+def test_an_id_committed_after_a_larger_one_is_mirrored(airflow3_source: str, duckdb_destination: str,
+                                                        capture: str) -> None:
     """Transaction T takes an id and stays open while a larger id commits and is read; T's id must be read once
     T commits, however many cycles pass meanwhile."""
-    sync(airflow3_source, duckdb_destination)
+    sync(airflow3_source, duckdb_destination, capture)
     with psycopg.connect(airflow3_source) as late, psycopg.connect(airflow3_source, autocommit=True) as other:
         log_row(late, "late")
         log_row(other, "early")
-        sync(airflow3_source, duckdb_destination)
+        sync(airflow3_source, duckdb_destination, capture)
         late.commit()
-        sync(airflow3_source, duckdb_destination)
+        sync(airflow3_source, duckdb_destination, capture)
         log_row(other, "after")
-        sync(airflow3_source, duckdb_destination)
+        sync(airflow3_source, duckdb_destination, capture)
     assert_exact(airflow3_source, duckdb_destination)
     assert {"late", "early", "after"} <= {row[0] for row in _mirror_query(duckdb_destination,
-                                                                           'SELECT event FROM "airflow".log')}
+                                                                           f'SELECT event FROM "{SCHEMA}".log')}
 
 
 def test_busy_writers_with_savepoints_and_late_commits_leave_an_exact_mirror(
-        airflow3_source: str, destination: str) -> None:
+        airflow3_source: str, destination: str, capture: str) -> None:
     """Four writers as a busy scheduler: transactions of random length, savepoints kept or rolled back, ids taken
     early and committed late, retries that renew a task instance's id; cycles run throughout."""
-    sync(airflow3_source, destination)
+    sync(airflow3_source, destination, capture)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -139,13 +149,13 @@ def test_busy_writers_with_savepoints_and_late_commits_leave_an_exact_mirror(
     try:
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:
-            sync(airflow3_source, destination)
+            sync(airflow3_source, destination, capture)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
     assert not errors, errors
-    sync(airflow3_source, destination)
+    sync(airflow3_source, destination, capture)
     assert_exact(airflow3_source, destination)
 
 
@@ -155,9 +165,9 @@ def _mirror_query(destination: str, sql: str) -> list[tuple]:
     return mirror_query(destination, sql)
 
 
-def _mirror_keys(destination: str, table: str) -> set[tuple]:
+def _mirror_keys(destination: str, table: str, schema: str = SCHEMA) -> set[tuple]:
     key = ", ".join(f'"{column}"' for column in AIRFLOW_KEYS[table])
-    return set(_mirror_query(destination, f'SELECT {key} FROM "airflow"."{table}" WHERE "_cdc_deleted_at" IS NULL'))
+    return set(_mirror_query(destination, f'SELECT {key} FROM "{schema}"."{table}" WHERE "_cdc_deleted_at" IS NULL'))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,7 +197,7 @@ def test_mariadb_late_ids_and_savepoints_across_cycles_leave_an_exact_mirror(
     tables = ["dag_run", "task_instance", "log"]
 
     def mysql_sync() -> None:
-        report = cdc_sync.sync(mysql_airflow3_source, duckdb_destination, SCHEMA, tables=tables)
+        report = cdc_sync.sync(mysql_airflow3_source, duckdb_destination, "airflow", tables=tables)
         assert report.ok, report.summary()
 
     mysql_sync()
@@ -213,5 +223,5 @@ def test_mariadb_late_ids_and_savepoints_across_cycles_leave_an_exact_mirror(
     mysql_sync()
     for table in tables:
         assert_mysql_mirrored(mysql_airflow3_source, duckdb_destination, table)
-    tasks = {key[1] for key in _mirror_keys(duckdb_destination, "task_instance")}
+    tasks = {key[1] for key in _mirror_keys(duckdb_destination, "task_instance", "airflow")}
     assert {"in_savepoint", "committed_meanwhile"} <= tasks and "rolled_back" not in tasks

@@ -121,6 +121,10 @@ class Horizon:
     # earlier may hold a smaller id it has not committed. None: use ``read_started_at`` (engines without open
     # writers to compare, or where the horizon is measured once the snapshot is open).
     snapshot_taken_by: datetime | None = None
+    # Engines whose view of open writers lags (MySQL's and MariaDB's INNODB_TRX is a cache refreshed at most every
+    # 0.1 s): every writer that began before this moment is in ``oldest_open_write_at``, one that began later may be
+    # missing. None: the view is exact when the horizon is read.
+    open_writes_seen_until: datetime | None = None
 
     @property
     def writers_compared_from(self) -> datetime:
@@ -128,10 +132,15 @@ class Horizon:
         return self.snapshot_taken_by or self.read_started_at
 
     @property
+    def writers_seen_until(self) -> datetime:
+        """Every write transaction that began before this moment is known to this horizon."""
+        return self.open_writes_seen_until or self.read_started_at
+
+    @property
     def safe_until(self) -> datetime:
         if self.oldest_open_write_at is None:
-            return self.read_started_at
-        return min(self.read_started_at, self.oldest_open_write_at)
+            return self.writers_seen_until
+        return min(self.writers_seen_until, self.oldest_open_write_at)
 
     @property
     def writes_were_open(self) -> bool:
