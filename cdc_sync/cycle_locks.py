@@ -46,6 +46,10 @@ def keep_trying(attempt: Callable[[], bool], seconds: float) -> bool:
     return bool(retrying(attempt))
 
 
+class LogSlotBusy(CycleAlreadyRunningError):
+    """Another cycle of the schema holds its replication slot (see :meth:`CycleLocks.log_slot_section`)."""
+
+
 @contextlib.contextmanager
 def open_destination_waiting(config: SyncConfig) -> Iterator[Destination]:
     """The cycle's warehouse connection. A DuckDB file another process is writing is waited for, up to
@@ -100,11 +104,13 @@ class CycleLocks:
                 self._connection.unlock(self.schema)
 
     @contextlib.contextmanager
-    def log_slot_section(self) -> Iterator[None]:
+    def log_slot_section(self, wait: bool = True) -> Iterator[None]:
         """Hold the schema's replication slot for a whole log-capture cycle: one slot per schema, read and advanced
-        by one cycle at a time. Waits up to ``lock_wait_seconds`` for another cycle's hold."""
-        if not keep_trying(lambda: self.try_table(LOG_SLOT_LOCK), self.wait_seconds):
-            raise CycleAlreadyRunningError(
+        by one cycle at a time. Waits up to ``lock_wait_seconds`` for another cycle's hold; without ``wait``
+        (``capture=auto``) raises :class:`LogSlotBusy` at once, and the cycle goes on in the watermark mode: the
+        mapped tasks of a fanned-out first run would otherwise take turns for the whole of the first one's copy."""
+        if not keep_trying(lambda: self.try_table(LOG_SLOT_LOCK), self.wait_seconds if wait else 0):
+            raise (CycleAlreadyRunningError if wait else LogSlotBusy)(
                 f"Another cycle is reading the log of schema {self.schema!r} (its replication slot): wait for it to "
                 "finish (cdc-sync status shows its progress), or give lock_wait_seconds."
             )

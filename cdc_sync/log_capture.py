@@ -83,7 +83,7 @@ class LogSession:
                                                                   (plan.name for plan in plans))
             if taken:
                 # Checked again under the slot's lock: cycles of other table sets may have started at once.
-                raise PublicationTaken(f"capture=auto uses the watermark mode: {taken}")
+                raise PublicationTaken(taken)
             published_before = {table.name for table in status.tables} if status.slot_exists else set()
             for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
                 log.info("log capture: %s", done)

@@ -26,7 +26,7 @@ from cdc_sync import faults
 from cdc_sync.capture import capture_for
 from cdc_sync.capture_choice import choose_capture
 from cdc_sync.config import SyncConfig
-from cdc_sync.cycle_locks import CycleLocks, open_destination_waiting
+from cdc_sync.cycle_locks import CycleLocks, LogSlotBusy, open_destination_waiting
 from cdc_sync.deletes import SourceCount, deletions_since, reconcile_deletes
 from cdc_sync.destinations import dialect_for
 from cdc_sync.destinations.base import Destination
@@ -332,11 +332,11 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                 log_session = None
                 if capture.mode == "log":
                     # One slot per schema: the cycle that reads it holds it until the slot has advanced.
-                    log_hold.enter_context(locks.log_slot_section())
                     try:
+                        log_hold.enter_context(locks.log_slot_section(wait=config.capture == "log"))
                         log_session = LogSession.open(config, published, report.warnings)
-                    except PublicationTaken as taken:
-                        log.info("%s", taken)
+                    except (PublicationTaken, LogSlotBusy) as taken:
+                        log.info("capture=auto uses the watermark mode: %s", taken)
                         log_hold.close()  # the slot's lock: this cycle does not read the log
                     else:
                         if log_session is not None:

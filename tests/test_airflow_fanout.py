@@ -1,8 +1,15 @@
 """The mapped DAG on real Airflow 3 (LocalExecutor, parallelism 4, task isolation): six tables, six mapped tasks,
-one PostgreSQL schema. The cycles of different tables overlap, as `_cdc_runs` shows, and the mirror is exact."""
+one PostgreSQL schema. The cycles of different tables overlap, as `_cdc_runs` shows, and the mirror is exact.
+
+On a fast machine each table's cycle ends before the next task has started, so the test holds every table's lock
+on the source until at least two tasks wait on it at the same moment (or a minute has passed): only tasks that
+really run side by side get there. (This is how a first run with ``capture=auto`` was found to make the tasks take
+turns: each waited for the replication slot's lock held by the first through its whole copy.)"""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import psycopg
@@ -26,6 +33,22 @@ def fanout_databases(postgres_available):
         pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _hold_tables_until_two_wait(source: str, seen: list[int], seconds: float = 60) -> None:
+    """Lock the fanned-out tables until two sessions wait for them together (or ``seconds`` have passed), then let
+    every cycle go on; ``seen`` gets the most sessions seen waiting at once."""
+    with psycopg.connect(source) as holder, psycopg.connect(source, autocommit=True) as watcher:
+        tables = ", ".join(f'"{table}"' for table in FANOUT_TABLES)
+        holder.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        deadline = time.monotonic() + seconds
+        waiting = 0
+        while time.monotonic() < deadline and waiting < 2:
+            time.sleep(0.05)
+            waiting = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND wait_event_type = 'Lock'").fetchone()[0]
+            seen.append(waiting)
+        holder.commit()
+
+
 @pytest.mark.slow
 def test_mapped_tasks_of_one_schema_run_at_the_same_time(fanout_databases, airflow3_template, tmp_path):
     names = fanout_databases
@@ -34,10 +57,15 @@ def test_mapped_tasks_of_one_schema_run_at_the_same_time(fanout_databases, airfl
     # A source of its own that nothing writes during the run, big enough that each table's sync takes a while.
     source = pg_recreate_database(names["source"], template=airflow3_template)
     fill_airflow3(source, runs=4000, tasks_per_run=10, logs=40000)
+    waiting: list[int] = []
+    holder = threading.Thread(target=_hold_tables_until_two_wait, args=(source, waiting), daemon=True)
+    holder.start()
     returncode, output = run_under_task_isolation(_run_env(tmp_path, names, "psycopg"), tmp_path, DAG_ID, {
         "AIRFLOW_CONN_AIRFLOW_DB": source,
         "AIRFLOW__CORE__PARALLELISM": "4",
     })
+    holder.join(timeout=5)
+    assert max(waiting, default=0) >= 2, "no two mapped tasks reached their tables' reads at the same time"
     assert returncode in (0, None), output[-4000:]
     logs = _all_logs(tmp_path, output)
     assert logs.count("final_state=success") == len(FANOUT_TABLES), output[-4000:]
