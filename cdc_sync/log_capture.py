@@ -193,25 +193,25 @@ def bound_unread_slot(config: SyncConfig, source: Source) -> list[str]:
     verdict = retained_wal_verdict(retained, wal_status, config.max_retained_wal)
     if verdict is None:
         return []
-    kept = f"cdc_sync's replication slot {names.slot} keeps {(retained or 0) / MIB:,.0f} MiB of WAL on the source"
-    if wal_status == "lost":
-        kept = f"cdc_sync's replication slot {names.slot} lost WAL it needed (PostgreSQL invalidated it)"
     bound = f"max_retained_wal ({config.max_retained_wal / MIB:,.0f} MiB)"
+    state = (f"keeps {(retained or 0) / MIB:,.0f} MiB of WAL on the source, over "
+             f"{bound if verdict.drop else 'half of ' + bound}")
+    if wal_status == "lost":
+        state = "lost WAL it needed (PostgreSQL invalidated it)"
+    kept = (f"cdc_sync's replication slot {names.slot} {state}, and nothing advances it while cycles run in the "
+            "watermark mode")
     if not verdict.drop:
-        message = (f"{kept}, over half of {bound}, and nothing advances it while cycles run in the watermark mode: "
-                   "drop it with `cdc-sync capture drop` if the mirror stays in this mode; past the bound, a cycle "
-                   "drops it.")
+        message = (f"{kept}: drop it with `cdc-sync capture drop` if the mirror stays in this mode; past the bound, "
+                   "a cycle drops it.")
     else:
         try:
             with open_log(config.source_url, names) as source_log:
                 done = source_log.drop()
         except CdcSyncError as error:
-            message = (f"{kept}, over {bound}, and nothing advances it while cycles run in the watermark mode, but "
-                       f"it could not be dropped ({error}): an admin should run `cdc-sync capture drop`.")
+            message = f"{kept}, but it could not be dropped ({error}): an admin should run `cdc-sync capture drop`."
         else:
-            message = (f"{kept}, over {bound}, and nothing advances it while cycles run in the watermark mode: "
-                       f"{' and '.join(done) or 'it was gone already'}, so that it cannot fill the source's disk "
-                       "(a later log-mode cycle makes a new one, with nothing lost).")
+            message = (f"{kept}: {' and '.join(done) or 'it was gone already'}, so that it cannot fill the source's "
+                       "disk (a later log-mode cycle makes a new one, with nothing lost).")
     log.warning(message)
     return [message]
 

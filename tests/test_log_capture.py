@@ -249,6 +249,31 @@ def test_the_retained_wal_bound_warns_past_half_and_drops_past_it() -> None:
     assert retained_wal_verdict(0, "lost", 100 * mib).drop
 
 
+def test_an_unread_slot_past_half_the_bound_is_warned_about_and_left(logical_source: str) -> None:
+    """Between half the bound and the bound a watermark-mode cycle only warns; under half it says nothing."""
+    from cdc_sync.config import build_config
+    from cdc_sync.log_capture import bound_unread_slot
+    from cdc_sync.sources import open_source
+    from cdc_sync.urls import make_url
+
+    cdc_sync.sync(logical_source, "duckdb:///:memory:", SCHEMA, tables=TABLES, capture="log")
+    with psycopg.connect(logical_source, autocommit=True) as connection:  # WAL the slot must keep
+        connection.execute("CREATE TABLE wal_filler AS SELECT g, md5(g::text) FROM generate_series(1, 20000) AS g")
+    with open_source(make_url(logical_source)) as source:
+        retained, _status = source.replication_slot_wal(NAMES.slot)
+        assert retained is not None and retained > 0
+        quiet = build_config(source=logical_source, schema=SCHEMA, max_retained_wal=2 * retained + (1 << 20))
+        assert bound_unread_slot(quiet, source) == []
+        # A bound the slot's WAL lies between half of and all of (nothing writes meanwhile).
+        halfway = build_config(source=logical_source, schema=SCHEMA, max_retained_wal=retained * 3 // 2)
+        [warning] = bound_unread_slot(halfway, source)
+    assert warning.startswith(f"cdc_sync's replication slot {NAMES.slot} keeps ")
+    assert ", over half of max_retained_wal (" in warning
+    assert warning.endswith("drop it with `cdc-sync capture drop` if the mirror stays in this mode; past the bound, "
+                            "a cycle drops it.")
+    assert slot_position(logical_source) is not None
+
+
 def test_a_slot_over_the_retained_wal_bound_is_dropped_and_the_cycle_resyncs_in_query_mode(
         logical_source: str, duckdb_destination: str) -> None:
     sync(logical_source, duckdb_destination)
