@@ -12,7 +12,7 @@ import pytest
 import cdc_sync
 from cdc_sync.errors import ConfigError
 from cdc_sync.sources import open_source
-from cdc_sync.sources.mysql import connect_args
+from cdc_sync.sources.mysql_connect import connect_args
 from cdc_sync.urls import make_url
 
 SOCKET_FOLDER = "/var/run/postgresql"  # where the local server listens (SHOW unix_socket_directories)
