@@ -8,10 +8,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from cdc_sync.config import DEFAULT_DESTINATION, SyncConfig, build_config, schema_or_default
+from cdc_sync.cycle import run_cycle
 from cdc_sync.destinations import dialect_for, open_destination
 from cdc_sync.errors import TableSyncError
 from cdc_sync.progress import ReadProgress
-from cdc_sync.replicate import TableCallback, run_cycle
+from cdc_sync.replicate import TableCallback
 from cdc_sync.report import CycleReport
 from cdc_sync.state import StateStore, Watermark
 from cdc_sync.urls import URL, parse_url, scrubbed_errors

@@ -110,7 +110,9 @@ class CycleLocks:
         (``capture=auto``) raises :class:`LogSlotBusy` at once, and the cycle goes on in the watermark mode: the
         mapped tasks of a fanned-out first run would otherwise take turns for the whole of the first one's copy."""
         if not keep_trying(lambda: self.try_table(LOG_SLOT_LOCK), self.wait_seconds if wait else 0):
-            raise (CycleAlreadyRunningError if wait else LogSlotBusy)(
+            if not wait:
+                raise LogSlotBusy(f"another cycle of schema {self.schema!r} is reading its replication slot")
+            raise CycleAlreadyRunningError(
                 f"Another cycle is reading the log of schema {self.schema!r} (its replication slot): wait for it to "
                 "finish (cdc-sync status shows its progress), or give lock_wait_seconds."
             )

@@ -31,7 +31,7 @@ from cdc_sync.capture import Capture, TableChanges
 from cdc_sync.config import SyncConfig
 from cdc_sync.errors import CdcSyncError
 from cdc_sync.log_changes import TableLogChanges, collapse_in_segments
-from cdc_sync.log_spool import ChangeSpool, LoggedChange
+from cdc_sync.log_spool import MIB, ChangeSpool, LoggedChange
 from cdc_sync.plan import TablePlan
 from cdc_sync.positions import CursorPosition, next_position, start_position
 from cdc_sync.sources import SeenRowVersions, Source, SourceSnapshot, open_log
@@ -41,7 +41,6 @@ from cdc_sync.sources.publication import LogNames, PublishedTable, table_set_tak
 from cdc_sync.state import Watermark
 
 log = logging.getLogger("cdc_sync")
-MIB = 1 << 20
 
 
 class PublicationTaken(CdcSyncError):

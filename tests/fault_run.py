@@ -26,9 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imported once by the fork server; each run's process starts with them loaded.
-PRELOAD = ["cdc_sync.cli", "cdc_sync.replicate", "cdc_sync.destinations.duckdb", "cdc_sync.destinations.postgres",
-           "cdc_sync.destinations.snowflake", "cdc_sync.sources.postgres", "fakesnow", "tests.fakesnow_rules",
-           "tests.fault_run"]
+PRELOAD = ["cdc_sync.cli", "cdc_sync.cycle", "cdc_sync.replicate", "cdc_sync.destinations.duckdb",
+           "cdc_sync.destinations.postgres", "cdc_sync.destinations.snowflake", "cdc_sync.sources.postgres",
+           "fakesnow", "tests.fakesnow_rules", "tests.fault_run"]
 
 
 def main() -> None:

@@ -224,7 +224,7 @@ def test_auto_leaves_a_publication_of_another_table_set_alone_even_when_the_race
     """A fan-out over tables runs one cycle per table: the first table set to make the publication keeps the log,
     the others take the watermark mode instead of moving the publication back and forth; also when both passed the
     check before either made it (the check is made again under the slot's lock)."""
-    from cdc_sync import log_admin, replicate
+    from cdc_sync import cycle, log_admin
 
     caplog.set_level(logging.INFO, logger="cdc_sync")
     schema = f"auto_{uuid.uuid4().hex[:8]}"
@@ -240,7 +240,7 @@ def test_auto_leaves_a_publication_of_another_table_set_alone_even_when_the_race
 
     # Another schema: the cycle of {dag} passes the check, then a cycle of TABLES makes the publication first.
     schema = f"auto_{uuid.uuid4().hex[:8]}"
-    checked = replicate.choose_capture
+    checked = cycle.choose_capture
 
     def check_then_lose_the_race(config, tables):
         choice = checked(config, tables)
@@ -248,7 +248,7 @@ def test_auto_leaves_a_publication_of_another_table_set_alone_even_when_the_race
         log_admin.setup(other, log_admin.log_names(other))
         return choice
 
-    monkeypatch.setattr(replicate, "choose_capture", check_then_lose_the_race)
+    monkeypatch.setattr(cycle, "choose_capture", check_then_lose_the_race)
     report = sync(logical_source, mirror, schema, tables=["dag"], capture="auto")
     assert report.ok and report.tables[0].rows_written > 0
     assert _choice_lines(caplog)[-2].startswith("capture=auto reads the source's write-ahead log")
