@@ -74,7 +74,7 @@ def next_position(plan: TablePlan, position: CursorPosition, horizon: Horizon, m
     read_up_to = max(known)
     # (Only where the view of writers is exact: a lagging one may miss a writer that has just taken an id.)
     no_writer_seen = (horizon.sees_open_writes and horizon.oldest_open_write_at is None
-                      and horizon.open_writes_seen_until is None)
+                      and horizon.open_writes_seen_until is None and not horizon.writer_missed)
     if horizon.ids_commit_in_order or (mark is None and no_writer_seen):
         # One writer at a time: an id this read did not see can only be larger than those it saw. And a first
         # read with no writer open confirms at once: otherwise the next read would have to read the whole table
@@ -94,7 +94,7 @@ def _writers_finished_since(horizon: Horizon, moment: datetime | None) -> bool:
     """Whether every write transaction open at ``moment`` had ended when this read began. A horizon whose view of
     writers lags can tell only for a moment before what it has seen (a writer that began before ``moment`` and is
     still open must be in its view)."""
-    if moment is not None and horizon.writers_seen_until <= moment:
+    if horizon.writer_missed or (moment is not None and horizon.writers_seen_until <= moment):
         return False
     return horizon.sees_open_writes and (
         horizon.oldest_open_write_at is None or (moment is not None and horizon.oldest_open_write_at > moment)

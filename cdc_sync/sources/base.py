@@ -125,6 +125,9 @@ class Horizon:
     # 0.1 s): every writer that began before this moment is in ``oldest_open_write_at``, one that began later may be
     # missing. None: the view is exact when the horizon is read.
     open_writes_seen_until: datetime | None = None
+    # A writer in progress at the snapshot ended before the writers were read (PostgreSQL reads them after taking
+    # the snapshot): its rows are not in the read, and it is not in ``oldest_open_write_at`` either.
+    writer_missed: bool = False
 
     @property
     def writers_compared_from(self) -> datetime:

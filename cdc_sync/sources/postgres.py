@@ -112,9 +112,14 @@ SELECT now(), snapshot::text,
          (SELECT coalesce(json_object_agg(relname, n_tup_del), '{}') FROM pg_stat_user_tables
            WHERE schemaname = current_schema())
        END,
+       (SELECT coalesce(bool_or(pg_xact_status(x) <> 'in progress'), false)
+          FROM pg_snapshot_xip(snapshot) AS x),
        clock_timestamp()
 FROM taken
 """
+# The snapshot is taken when the statement starts, pg_stat_activity is read while it runs: a writer in progress at
+# the snapshot that commits in between is in neither (its rows unseen, itself not counted as open). The next to last
+# column, evaluated after the writers, says whether one of the snapshot's open transactions has ended since.
 # The widest xmin..xmax range whose ids are checked one by one (a few milliseconds); beyond it, every id after the
 # oldest open transaction counts as unseen by this read.
 SUBTRANSACTION_CHECK_LIMIT = 10_000
@@ -346,12 +351,12 @@ class PostgresSource(Source):
         connection.read_only = True
         try:
             with connection.transaction():
-                started, seen, oldest, sees_all, still_open, deleted, taken_by = connection.execute(
+                started, seen, oldest, sees_all, still_open, deleted, missed, taken_by = connection.execute(
                     HORIZON_SQL, (SUBTRANSACTION_CHECK_LIMIT,)).fetchone()
                 seen_rows = SeenRowVersions.parse(seen).with_subtransactions(
                     None if still_open is None else set(still_open))
                 horizon = Horizon(started, oldest, bool(sees_all), seen_rows, deletes_recorded=deleted,
-                                  snapshot_taken_by=taken_by)
+                                  snapshot_taken_by=taken_by, writer_missed=bool(missed))
                 snapshot = PostgresSnapshot(connection, horizon, self._arrow_reader)
                 try:
                     yield snapshot
