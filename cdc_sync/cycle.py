@@ -17,7 +17,7 @@ from cdc_sync.cycle_locks import CycleLocks, LogSlotBusy, open_destination_waiti
 from cdc_sync.destinations import dialect_for
 from cdc_sync.digests import digest_switches
 from cdc_sync.drift import schema_mirror_columns
-from cdc_sync.errors import ConfigError, CycleAlreadyRunningError
+from cdc_sync.errors import ConfigError, CycleAlreadyRunningError, SlotCreationBlocked
 from cdc_sync.guards import vanished_table_warnings
 from cdc_sync.lanes import lane_count, sync_in_lanes
 from cdc_sync.log_capture import LogSession, PublicationTaken, bound_unread_slot
@@ -88,6 +88,14 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                     except (PublicationTaken, LogSlotBusy) as taken:
                         log.info("capture=auto uses the watermark mode: %s", taken)
                         log_hold.close()  # the slot's lock: this cycle does not read the log
+                    except SlotCreationBlocked as blocked:
+                        log_hold.close()
+                        if config.capture == "log":
+                            raise SlotCreationBlocked(
+                                f"{blocked}. End that transaction, or wait for it, then run the cycle again; "
+                                "`cdc-sync capture setup` makes the slot however long it has to wait.") from None
+                        log.info("capture=auto uses the watermark mode this cycle: %s; the next cycle tries again",
+                                 blocked)
                     else:
                         if log_session is not None:
                             log_hold.callback(log_session.close)

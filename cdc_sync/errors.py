@@ -67,6 +67,11 @@ class SchemaDriftError(CdcSyncError):
     """A source table changed in a way the mirror cannot follow without a resync."""
 
 
+class SlotCreationBlocked(SourceError):
+    """PostgreSQL could not make the replication slot within the wait a cycle allows: a write transaction that was
+    running on the server when creation began had not ended. Nothing was created."""
+
+
 class CycleAlreadyRunningError(CdcSyncError):
     """Another cycle holds the lock on the destination schema."""
 

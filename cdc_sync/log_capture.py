@@ -41,6 +41,9 @@ from cdc_sync.sources.publication import LogNames, PublishedTable, table_set_tak
 from cdc_sync.state import Watermark
 
 log = logging.getLogger("cdc_sync")
+# How long a cycle lets PostgreSQL wait, while it makes the slot, for the write transactions running on the server
+# (see sources/postgres_log.py): a first log cycle on a server with a long writer must not hold its task meanwhile.
+SLOT_CREATE_WAIT_SECONDS = 10.0
 
 
 class PublicationTaken(CdcSyncError):
@@ -84,7 +87,8 @@ class LogSession:
                 # Checked again under the slot's lock: cycles of other table sets may have started at once.
                 raise PublicationTaken(taken)
             published_before = {table.name for table in status.tables} if status.slot_exists else set()
-            for done in source_log.setup([PublishedTable(plan.name, plan.column_names) for plan in plans]):
+            published = [PublishedTable(plan.name, plan.column_names) for plan in plans]
+            for done in source_log.setup(published, slot_wait_seconds=SLOT_CREATE_WAIT_SECONDS):
                 log.info("log capture: %s", done)
             status = source_log.status()
             slot_position = status.confirmed_flush_lsn or status.restart_lsn or 0

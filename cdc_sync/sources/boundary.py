@@ -160,9 +160,9 @@ class TranslatedLog:
         with self._boundary.translating("checking whether the source allows log capture"):
             return self.inner.refusal(tables)
 
-    def setup(self, tables: Sequence[PublishedTable]) -> list[str]:
+    def setup(self, tables: Sequence[PublishedTable], slot_wait_seconds: float | None = None) -> list[str]:
         with self._boundary.translating("setting up the publication and replication slot"):
-            return self.inner.setup(tables)
+            return self.inner.setup(tables, slot_wait_seconds)
 
     def drop(self) -> list[str]:
         with self._boundary.translating("dropping the replication slot and publication"):

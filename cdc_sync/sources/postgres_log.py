@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_sync.errors import ConfigError
+from cdc_sync.errors import ConfigError, SlotCreationBlocked
 from cdc_sync.sources.base import quote
 from cdc_sync.sources.pgoutput import Message, decode_all, format_lsn, parse_lsn
 from cdc_sync.sources.postgres import CURRENT_SCHEMA_SQL, SESSION_SETTINGS_SQL, USE_SCHEMA_SQL
@@ -76,6 +76,18 @@ FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()
 """
 FOREIGN_SLOT_SQL = "SELECT database, plugin FROM pg_replication_slots WHERE slot_name = %s"
 CREATE_SLOT_SQL = "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')"
+# pg_create_logical_replication_slot() returns only once every transaction that held a transaction id when it began
+# has ended, in whatever database of the server (the slot's first snapshot must see no writer running). A batch
+# job's long write, a migration or a session left idle in a transaction would hold the call, and the cycle, until
+# it ends; a cycle bounds the wait with a statement timeout local to the call's transaction (a cancelled creation
+# leaves no slot: the slot is temporary until it is complete).
+STATEMENT_TIMEOUT_SQL = "SELECT set_config('statement_timeout', %s, true)"
+# The oldest writer the role may see: its pid, database and start (NULL for other roles' sessions without
+# pg_read_all_stats); prepared transactions block creation too.
+OLDEST_WRITER_SQL = """
+SELECT pid, datname::text, xact_start FROM pg_stat_activity
+WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 1
+"""
 DROP_SLOT_SQL = "SELECT pg_drop_replication_slot(%s)"
 CURRENT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
 PEEK_SQL = """
@@ -202,9 +214,11 @@ class PostgresLog:
 
     # Setup and teardown.
 
-    def setup(self, tables: Sequence[PublishedTable]) -> list[str]:
+    def setup(self, tables: Sequence[PublishedTable], slot_wait_seconds: float | None = None) -> list[str]:
         """Create (or bring up to date) the publication for exactly ``tables``, then the slot; returns what was
-        done, one line each. Refuses before creating anything when a table cannot be published safely."""
+        done, one line each. Refuses before creating anything when a table cannot be published safely.
+        ``slot_wait_seconds``: how long the slot's creation may wait for running transactions (None: as long as
+        they run); past it :class:`SlotCreationBlocked` is raised and no slot exists."""
         status = self._owned_status()
         identities = self._identities([table.name for table in tables])
         column_lists = int(self._one("SHOW server_version_num")[0]) >= COLUMN_LISTS_FROM
@@ -232,9 +246,31 @@ class PostgresLog:
             self._connection.execute(f"ALTER PUBLICATION {publication} SET TABLE {table_list}")
             done.append(f"set the tables of publication {self.names.publication} to {_describe(tables)}")
         if not status.slot_exists:
-            lsn = self._one(CREATE_SLOT_SQL, (self.names.slot,))[0]
+            lsn = self._create_slot(slot_wait_seconds)
             done.append(f"created replication slot {self.names.slot} (pgoutput) at {lsn}")
         return done
+
+    def _create_slot(self, wait_seconds: float | None) -> str:
+        import psycopg
+
+        if wait_seconds is None:
+            return self._one(CREATE_SLOT_SQL, (self.names.slot,))[0]
+        try:
+            with self._connection.transaction():
+                self._one(STATEMENT_TIMEOUT_SQL, (f"{max(1, round(wait_seconds * 1000))}ms",))
+                return self._one(CREATE_SLOT_SQL, (self.names.slot,))[0]
+        except psycopg.errors.QueryCanceled:
+            raise SlotCreationBlocked(self._blocked_reason(wait_seconds)) from None
+
+    def _blocked_reason(self, waited: float) -> str:
+        writer = self._one(OLDEST_WRITER_SQL)
+        oldest = ""
+        if writer is not None and writer[2] is not None:
+            pid, database, since = writer
+            oldest = f" (the oldest: pid {pid} in database {database}, open since {since:%Y-%m-%d %H:%M:%S %Z})"
+        return (f"PostgreSQL could not make the replication slot {self.names.slot} within {waited:g} s: it waits "
+                "until every write transaction running on the server when it began has ended, in any database, "
+                f"and one was still open{oldest}")
 
     def drop(self) -> list[str]:
         """Drop the slot, then the publication (only cdc_sync's own); returns what was dropped."""
