@@ -81,25 +81,9 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
             with contextlib.ExitStack() as log_hold:
                 log_session = None
                 if capture.mode == "log":
-                    # One slot per schema: the cycle that reads it holds it until the slot has advanced.
-                    try:
-                        log_hold.enter_context(locks.log_slot_section(wait=config.capture == "log"))
-                        log_session = LogSession.open(config, published, report.warnings)
-                    except (PublicationTaken, LogSlotBusy) as taken:
-                        log.info("capture=auto uses the watermark mode: %s", taken)
-                        log_hold.close()  # the slot's lock: this cycle does not read the log
-                    except SlotCreationBlocked as blocked:
-                        log_hold.close()
-                        if config.capture == "log":
-                            raise SlotCreationBlocked(
-                                f"{blocked}. End that transaction, or wait for it, then run the cycle again; "
-                                "`cdc-sync capture setup` makes the slot however long it has to wait.") from None
-                        log.info("capture=auto uses the watermark mode this cycle: %s; the next cycle tries again",
-                                 blocked)
-                    else:
-                        if log_session is not None:
-                            log_hold.callback(log_session.close)
-                        resync = resync or log_session is None  # the slot was dropped: its positions are gone
+                    log_session, slot_dropped = _open_log_session(config, locks, published, report.warnings,
+                                                                  log_hold)
+                    resync = resync or slot_dropped  # a dropped slot's positions are gone
                 # What the cycle plans with; each table's own state is read again once its lock is held.
                 watermarks = state.watermarks()
                 report.warnings.extend(vanished_table_warnings(watermarks, {p.name for p in plans}, set(available)))
@@ -118,6 +102,33 @@ def run_cycle(config: SyncConfig, *, resync: bool = False, only_tables: Iterable
                     log_session.advance(state.watermarks())
     report.finished_at = utc_now()
     return report
+
+
+def _open_log_session(config: SyncConfig, locks: CycleLocks, plans: list[TablePlan], warnings: list[str],
+                      hold: contextlib.ExitStack) -> tuple[LogSession | None, bool]:
+    """The cycle's log session, held in ``hold`` with the schema's slot lock (one slot per schema: the cycle that
+    reads it holds it until the slot has advanced), and whether the slot was dropped (its positions are gone).
+    ``capture=auto`` goes on in the watermark mode (None, False) when another table set or cycle has the slot, or
+    when the slot cannot be made yet."""
+    try:
+        hold.enter_context(locks.log_slot_section(wait=config.capture == "log"))
+        session = LogSession.open(config, plans, warnings)
+    except (PublicationTaken, LogSlotBusy) as taken:
+        hold.close()  # the slot's lock: this cycle does not read the log
+        log.info("capture=auto uses the watermark mode: %s", taken)
+        return None, False
+    except SlotCreationBlocked as blocked:
+        hold.close()
+        if config.capture == "log":
+            raise SlotCreationBlocked(
+                f"{blocked}. End that transaction, or wait for it, then run the cycle again; "
+                "`cdc-sync capture setup` makes the slot however long it has to wait.") from None
+        log.info("capture=auto uses the watermark mode this cycle: %s; the next cycle tries again", blocked)
+        return None, False
+    if session is None:
+        return None, True
+    hold.callback(session.close)
+    return session, False
 
 
 def _sync_tables(config: SyncConfig, locks: CycleLocks, cycle: TableCycle, source: Source, plans: list[TablePlan],
